@@ -1,0 +1,46 @@
+# qa_notify: `make run` to try it, `make test` to prove it. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-test
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: install run test test-faults test-browser bench lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) manage.py run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-faults: $(STAMP)
+	$(PY) -m pytest tests/faults
+
+test-browser: $(STAMP)
+	$(PY) -m pytest tests/browser
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

@@ -1,0 +1,107 @@
+"""Settings for qa_notify: one class per environment, every value overridable from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+DEFAULT_SECRET_KEY = "dev-insecure-change-me"
+
+
+def _env_int(name: str, default: int) -> int:
+    """Read an integer setting from the environment, falling back to ``default``."""
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    """Read a float setting from the environment, falling back to ``default``."""
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def database_url(url: str) -> str:
+    """Normalise ``postgres://`` and ``postgresql://`` URLs to the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'qa_notify.sqlite'}")
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # None means "start a private Redis-compatible server" (see qa_notify.embedded_redis).
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+    CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
+    CELERY_ALWAYS_EAGER = False
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "0") == "1"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 256 * 1024)
+    WTF_CSRF_TIME_LIMIT = None
+    WTF_CSRF_HEADERS = ["X-CSRFToken", "X-CSRF-Token"]
+
+    # Notification delivery.
+    SSE_RETRY_MS = _env_int("SSE_RETRY_MS", 2000)
+    SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
+    SSE_MAX_STREAMS_PER_USER = _env_int("SSE_MAX_STREAMS_PER_USER", 10)
+    SSE_BUFFER_SIZE = _env_int("SSE_BUFFER_SIZE", 256)
+    USER_STREAM_MAXLEN = _env_int("USER_STREAM_MAXLEN", 1000)
+    USER_STREAM_TTL_SECONDS = _env_int("USER_STREAM_TTL_SECONDS", 7 * 24 * 3600)
+    FANOUT_BATCH_SIZE = _env_int("FANOUT_BATCH_SIZE", 2000)
+    OUTBOX_RELAY_SECONDS = _env_float("OUTBOX_RELAY_SECONDS", 5.0)
+    OUTBOX_RELAY_AGE_SECONDS = _env_float("OUTBOX_RELAY_AGE_SECONDS", 10.0)
+    INGEST_POLL_SECONDS = _env_float("INGEST_POLL_SECONDS", 1.0)
+    LONG_POLL_MAX_SECONDS = _env_float("LONG_POLL_MAX_SECONDS", 30.0)
+    BROADCAST_MAX_LENGTH = _env_int("BROADCAST_MAX_LENGTH", 1000)
+
+
+class DevelopmentConfig(Config):
+    """Laptop defaults: SQLite under ``instance/`` and an embedded Redis."""
+
+    ENV_NAME = "development"
+    DEBUG = False
+
+
+class TestingConfig(Config):
+    """Settings for the test suite: CSRF on, tasks run in-process unless a test says otherwise."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL") or "sqlite://")
+    CELERY_ALWAYS_EAGER = True
+    SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
+
+
+class ProductionConfig(Config):
+    """Production: external PostgreSQL and Redis, secure cookies, a real secret."""
+
+    ENV_NAME = "production"
+    SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "1") == "1"
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+
+CONFIGS: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_for(name: str | None = None) -> type[Config]:
+    """Return the settings class for ``name`` (default: ``QA_NOTIFY_ENV`` or development)."""
+    name = name or os.environ.get("QA_NOTIFY_ENV", "development")
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown environment {name!r}; choose one of {sorted(CONFIGS)}") from None

@@ -1,0 +1,152 @@
+"""qa_notify's command line: ``python manage.py run`` starts everything on a laptop.
+
+``run``     embedded Redis (unless REDIS_URL), migrations, demo data, a Celery worker and
+            the gevent web server; Ctrl-C or SIGTERM stops them all.
+``web``     the gevent web server alone (what ``run`` starts; production uses gunicorn).
+``worker``  a Celery worker (add ``--beat`` on exactly one of them).
+Plus the app's commands: init-db, create-user, seed-demo, notify, broadcast.
+"""
+
+import sys
+
+if len(sys.argv) > 1 and sys.argv[1] == "web":
+    # Must happen before anything imports socket or threading.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+from flask.cli import FlaskGroup  # noqa: E402
+
+from config import INSTANCE_DIR  # noqa: E402
+from qa_notify import create_app  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+@click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False)
+def cli() -> None:
+    """Manage qa_notify."""
+
+
+@cli.command("web", context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="PORT or 5000")
+def web(host: str, port: int) -> None:
+    """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
+    from gevent.pywsgi import WSGIServer
+
+    from qa_notify.notifications.stream import get_hub
+
+    app = create_app()
+    server = WSGIServer((host, port), app, log=None, error_log="default")
+
+    def stop(*_):
+        with app.app_context():
+            get_hub().shutdown()
+        server.stop(timeout=5)
+
+    import gevent
+
+    gevent.signal_handler(signal.SIGTERM, stop)
+    gevent.signal_handler(signal.SIGINT, stop)
+    click.echo(f"qa_notify web listening on http://{host}:{port}", err=True)
+    server.serve_forever()
+
+
+@cli.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller")
+@click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, beat: bool, concurrency: int) -> None:
+    """Run a Celery worker for the fan-out tasks."""
+    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-l", "info", "-c", str(concurrency)]
+    if beat:
+        args += ["--beat", "--schedule", str(INSTANCE_DIR / "celerybeat-schedule")]
+    os.execvp(args[0], args + list(ctx.args))
+
+
+@cli.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="PORT or 5000")
+@click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
+def run(host: str, port: int, seed: bool) -> None:
+    """Start everything: Redis (embedded unless REDIS_URL), migrations, worker, web server."""
+    from qa_notify.embedded_redis import EmbeddedRedis
+
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    url_file = INSTANCE_DIR / "redis.url"
+    embedded = None
+    if not os.environ.get("REDIS_URL"):
+        embedded = EmbeddedRedis(INSTANCE_DIR / "valkey").start()
+        url_file.write_text(embedded.url)
+        os.environ["REDIS_URL"] = embedded.url
+        click.echo(f"embedded Redis-compatible server on {embedded.url}", err=True)
+    children: list[subprocess.Popen] = []
+    try:
+        _prepare_database(seed)
+        children.append(subprocess.Popen([sys.executable, str(HERE / "manage.py"), "worker", "--beat"], cwd=HERE))
+        children.append(subprocess.Popen([sys.executable, str(HERE / "manage.py"), "web", "--host", host, "--port", str(port)], cwd=HERE))
+        click.echo(f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True)
+        _supervise(children)
+    finally:
+        _stop_all(children)
+        if embedded is not None:
+            embedded.stop()
+            url_file.unlink(missing_ok=True)
+
+
+def _prepare_database(seed: bool) -> None:
+    from flask_migrate import upgrade
+    from sqlalchemy import func, select
+
+    from qa_notify.models import User
+
+    app = create_app()
+    with app.app_context():
+        upgrade()
+        from qa_notify.extensions import db
+
+        if seed and not db.session.scalar(select(func.count()).select_from(User)):
+            app.test_cli_runner().invoke(args=["seed-demo"], catch_exceptions=False)
+            click.echo("demo data added; log in as alice / demo-pass-123 (admin)", err=True)
+
+
+def _supervise(children: list[subprocess.Popen]) -> None:
+    """Wait until a signal arrives or a child exits."""
+    stopping = {"now": False}
+
+    def on_signal(signum, _frame):
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping["now"]:
+        for child in children:
+            if child.poll() is not None:
+                click.echo(f"a child process exited with {child.returncode}; stopping", err=True)
+                return
+        time.sleep(0.2)
+
+
+def _stop_all(children: list[subprocess.Popen]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,111 @@
+"""qa_notify: a Q&A site whose users are told, live and reliably, when something they follow happens."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from flask import Flask
+
+from config import DEFAULT_SECRET_KEY, INSTANCE_DIR, config_for, database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+def create_app(config: dict | str | None = None) -> Flask:
+    """Build the Flask app. ``config`` is an environment name or a dict of overrides."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), instance_path=str(INSTANCE_DIR))
+    load_config(app, config)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_security_headers(app)
+    register_commands(app)
+    return app
+
+
+def load_config(app: Flask, config: dict | str | None) -> None:
+    """Apply the environment's settings class, then any overrides; refuse unsafe production."""
+    overrides = config if isinstance(config, dict) else {}
+    env_name = config if isinstance(config, str) else overrides.get("ENV_NAME")
+    app.config.from_object(config_for(env_name))
+    for name in ("SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL"):
+        if os.environ.get(name):
+            app.config[name] = os.environ[name]
+    if os.environ.get("DATABASE_URL"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
+    app.config.update(overrides)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    if app.config["ENV_NAME"] == "production" and app.config["SECRET_KEY"] in (None, "", DEFAULT_SECRET_KEY):
+        raise RuntimeError("production needs SECRET_KEY set to a long random value")
+    if not app.config["REDIS_URL"]:
+        app.config["REDIS_URL"] = _embedded_redis_url(app)
+
+
+def _embedded_redis_url(app: Flask) -> str | None:
+    """Return the URL of the server ``manage.py run`` started, if one is running."""
+    url_file = Path(app.instance_path) / "redis.url"
+    return url_file.read_text().strip() if url_file.exists() else None
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the database, migrations, login, CSRF, Redis and Celery to ``app``."""
+    from workers import celery_init_app
+
+    from .events import bus
+    from .events.outbox import register_outbox_hooks
+    from .extensions import csrf, db, login_manager, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.extensions["qa_redis"] = bus.make_redis(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None
+    if not app.config["REDIS_URL"]:
+        log.warning("no REDIS_URL and no embedded Redis running: events wait in the outbox")
+        app.config["CELERY_BROKER_URL"] = app.config["CELERY_BROKER_URL"] or "memory://"
+    celery_init_app(app)
+    register_outbox_hooks()
+
+
+def register_blueprints(app: Flask) -> None:
+    """Mount the site's parts: auth, Q&A, notifications, admin."""
+    from .admin import bp as admin_bp
+    from .auth import bp as auth_bp
+    from .notifications import bp as notifications_bp
+    from .qa import bp as qa_bp
+
+    for blueprint in (auth_bp, qa_bp, notifications_bp, admin_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Answer errors as JSON on the API and as a page elsewhere; never a stack trace."""
+    from .errors import register
+
+    register(app)
+
+
+def register_security_headers(app: Flask) -> None:
+    """Send a strict Content-Security-Policy (no inline script) and friends on every response."""
+    csp = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+    )
+
+    @app.after_request
+    def add_headers(response):
+        response.headers.setdefault("Content-Security-Policy", csp)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+
+def register_commands(app: Flask) -> None:
+    """Add the management commands (init-db, create-user, seed-demo, notify, broadcast)."""
+    from .commands import register
+
+    register(app)

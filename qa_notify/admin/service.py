@@ -1,0 +1,60 @@
+"""Broadcasts: an admin's announcement to everyone or to one role."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from ..events.outbox import emit
+from ..events.types import BroadcastEvent
+from ..extensions import db
+from ..models import ROLES, Broadcast, Notification, User
+
+
+class BroadcastError(ValueError):
+    """A broadcast that cannot be sent; the message says why."""
+
+
+def send_broadcast(author: User | None, message: str, role: str | None, max_length: int) -> Broadcast:
+    """Store a broadcast and emit it to all users (or one role), except its author."""
+    message = message.strip()
+    if not message:
+        raise BroadcastError("message must not be empty")
+    if len(message) > max_length:
+        raise BroadcastError(f"message must be at most {max_length} characters")
+    if role is not None and role not in ROLES:
+        raise BroadcastError(f"role must be one of {', '.join(ROLES)}")
+    broadcast = Broadcast(message=message, role=role, author=author)
+    db.session.add(broadcast)
+    db.session.flush()
+    event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
+    audience = {"kind": "everyone", "role": role} if role else {"kind": "everyone"}
+    outbox = emit(event, audience, actor_id=author.id if author else None)
+    broadcast.outbox_id = outbox.id
+    db.session.commit()
+    return broadcast
+
+
+def broadcast_history(limit: int = 50) -> list[dict]:
+    """Return recent broadcasts, newest first, each with how many users it reached so far."""
+    reach = (
+        select(Notification.outbox_id, func.count().label("reached"))
+        .group_by(Notification.outbox_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Broadcast, func.coalesce(reach.c.reached, 0))
+        .outerjoin(reach, reach.c.outbox_id == Broadcast.outbox_id)
+        .order_by(Broadcast.id.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {
+            "id": b.id,
+            "message": b.message,
+            "role": b.role,
+            "author": b.author.username if b.author else "system",
+            "created_at": b.created_at.isoformat() + "Z",
+            "reached": int(reached),
+        }
+        for b, reached in rows
+    ]

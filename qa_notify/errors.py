@@ -1,0 +1,59 @@
+"""Error handling: JSON for API and stream clients, a friendly page for browsers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from .jsonapi import APIError, error_response
+
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    """True for API and stream requests, which get JSON errors."""
+    path = request.path
+    return path.startswith("/api/") or path == "/notifications" or request.accept_mimetypes.best == "application/json"
+
+
+def register(app: Flask) -> None:
+    """Install the error handlers on ``app``."""
+
+    @app.errorhandler(APIError)
+    def api_error(exc: APIError):
+        return error_response(exc.status, exc.message)
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
+        if wants_json():
+            return error_response(400, message)
+        return render_template("error.html", code=400, message="Your form expired. Go back, reload the page and try again."), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if exc.code == 413:
+            message = "request body too large"
+        else:
+            message = exc.description or exc.name
+        if wants_json():
+            response = error_response(exc.code or 500, message)
+            if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+                response.headers["Allow"] = ", ".join(exc.valid_methods)
+            return response
+        return render_template("error.html", code=exc.code, message=message), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return http_error(exc)
+        from .extensions import db
+
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if wants_json():
+            return error_response(500, "internal error; it has been logged")
+        return render_template("error.html", code=500, message=InternalServerError.description), 500

@@ -1,0 +1,170 @@
+"""Redis side of delivery: push events into per-user streams and channels, read them back.
+
+Each user has a capped Redis stream (replay after a reconnect) and a pub/sub channel (live
+push). A Lua script appends to the stream and publishes in one atomic step, so the order
+on the channel is the order in the stream and a stream entry's id is the SSE event id:
+it only grows, per user. Key and channel names come from ``channels``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from . import channels
+from .types import Event, event_type_of
+
+log = logging.getLogger(__name__)
+
+# KEYS: per recipient (stream key, delivered-marker key).
+# ARGV: type, payload JSON object, maxlen, stream ttl, marker ttl, then per recipient (channel, nid).
+# A recipient whose marker already exists was pushed before (a retried task) and is skipped.
+_DELIVER_LUA = """
+local etype, data, maxlen, ttl, mttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local rest = string.sub(data, 2)
+local pushed = 0
+for i = 1, #KEYS, 2 do
+  local channel, nid = ARGV[5 + i], ARGV[6 + i]
+  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', mttl) then
+    local body = '{"notification_id":' .. nid .. ',' .. rest
+    local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', etype, 'd', body)
+    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('PUBLISH', channel, id .. '\\n' .. etype .. '\\n' .. body)
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
+
+# A live-only event for one user (no inbox row, no marker): KEYS[1] stream; ARGV type, data,
+# maxlen, ttl, channel.
+_PUSH_LUA = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return id
+"""
+
+MARKER_TTL_SECONDS = 3 * 24 * 3600
+# Recipients per Lua call: keeps any one script short so Redis stays responsive.
+SCRIPT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event read back from a user's stream or channel."""
+
+    id: str
+    type: str
+    data: str
+
+    @property
+    def sort_key(self) -> tuple[int, int]:
+        """Return the stream id as a comparable pair."""
+        return parse_event_id(self.id)
+
+
+def parse_event_id(value: str) -> tuple[int, int]:
+    """Parse a stream id ``"<ms>-<seq>"``; raise ValueError for anything else."""
+    ms, sep, seq = value.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit() or len(value) > 40:
+        raise ValueError(f"not an event id: {value!r}")
+    return int(ms), int(seq)
+
+
+def redis_client() -> redis.Redis:
+    """Return the app's shared Redis client (a small pool per process)."""
+    client = current_app.extensions.get("qa_redis")
+    if client is None:
+        raise redis.ConnectionError("no Redis configured: set REDIS_URL or start `manage.py run`")
+    return client
+
+
+def redis_client_or_none() -> redis.Redis | None:
+    """Return the app's Redis client, or None when the app runs without Redis."""
+    return current_app.extensions.get("qa_redis")
+
+
+def make_redis(url: str, max_connections: int = 4) -> redis.Redis:
+    """Create a Redis client with a bounded, blocking connection pool."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=20, decode_responses=True, health_check_interval=30
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]) -> int:
+    """Push one event to many users: ``recipients`` is (user_id, notification_id) pairs.
+
+    Return how many were pushed now (those already pushed by an earlier try are skipped).
+    """
+    cfg = current_app.config
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    script = r.register_script(_DELIVER_LUA)
+    pushed = 0
+    for start in range(0, len(recipients), SCRIPT_CHUNK):
+        keys: list[str] = []
+        args: list = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
+        for user_id, notification_id in recipients[start : start + SCRIPT_CHUNK]:
+            keys += [channels.user_stream(user_id), channels.delivered_marker(notification_id)]
+            args += [channels.user_channel(user_id), int(notification_id)]
+        pushed += int(script(keys=keys, args=args))
+    return pushed
+
+
+def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
+    """Push a live-only event (such as ``read``) to one user; return its stream id."""
+    cfg = current_app.config
+    data = json.dumps(event.payload(), separators=(",", ":"), ensure_ascii=False)
+    script = r.register_script(_PUSH_LUA)
+    return script(
+        keys=[channels.user_stream(user_id)],
+        args=[event_type_of(event), data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], channels.user_channel(user_id)],
+    )
+
+
+def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: str | None = None) -> None:
+    """Ask every web process to close ``user_id``'s open streams (of one session, if given)."""
+    message = {"action": "close", "user_id": int(user_id), "reason": reason, "session_id": session_id}
+    try:
+        r.publish(channels.CONTROL_CHANNEL, json.dumps(message))
+    except redis.RedisError:
+        log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
+
+
+def parse_live_message(message: str) -> StreamEvent:
+    """Decode a message from a user channel (``id\\ntype\\ndata``)."""
+    event_id, event_type, data = message.split("\n", 2)
+    return StreamEvent(event_id, event_type, data)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What a user missed: the events after their last id, or ``gap`` when some were dropped."""
+
+    events: list[StreamEvent]
+    gap: bool
+    last_id: str | None
+
+
+def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
+    """Return the events after ``last_id`` in ``user_id``'s stream, oldest first.
+
+    ``gap`` is True when ``last_id`` is older than what the stream still holds (trimmed,
+    expired or wiped): the caller must tell the page to refetch its inbox.
+    """
+    key = channels.user_stream(user_id)
+    newest = r.xrevrange(key, count=1)
+    newest_id = newest[0][0] if newest else None
+    if last_id is None:
+        return Backlog([], False, newest_id)
+    oldest = r.xrange(key, count=1)
+    if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
+        return Backlog([], True, newest_id or last_id)
+    entries = r.xrange(key, min="(" + last_id)
+    events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
+    return Backlog(events, False, events[-1].id if events else last_id)

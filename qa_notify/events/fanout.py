@@ -1,0 +1,94 @@
+"""Turn one outbox row into inbox rows and live pushes for every recipient, exactly once.
+
+Called by the Celery tasks in ``workers``. Each batch first inserts inbox rows (a unique
+(user, outbox) constraint makes a retried batch insert nothing new), commits, then pushes
+the batch to Redis, where a per-notification marker skips what an earlier try pushed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ..extensions import db
+from ..models import Notification, OutboxEvent, utcnow
+from . import bus, channels
+from .recipients import recipient_batches
+
+log = logging.getLogger(__name__)
+LOCK_SECONDS = 120
+
+
+def _insert_ignoring_duplicates():
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(Notification).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
+
+
+def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
+    """Store and push ``event`` for ``user_ids``; return how many were pushed live now."""
+    now = utcnow()
+    rows = [
+        {"user_id": uid, "outbox_id": event.id, "event_type": event.event_type, "payload": event.payload, "created_at": now}
+        for uid in user_ids
+    ]
+    db.session.execute(_insert_ignoring_duplicates(), rows)
+    db.session.commit()
+    pairs = db.session.execute(
+        select(Notification.user_id, Notification.id)
+        .where(Notification.outbox_id == event.id, Notification.user_id.in_(user_ids))
+        .order_by(Notification.user_id)
+    ).all()
+    return bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
+
+
+def fan_out(outbox_id: int) -> int:
+    """Deliver outbox row ``outbox_id`` to all its recipients; return the number reached.
+
+    Safe to run twice or concurrently: a Redis lock keeps one worker on a row at a time,
+    and every step is idempotent.
+    """
+    event = db.session.get(OutboxEvent, outbox_id)
+    if event is None or event.delivered_at is not None:
+        return 0
+    r = bus.redis_client()
+    lock = r.lock(channels.outbox_lock(outbox_id), timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        log.info("outbox %s is being fanned out by another worker", outbox_id)
+        return 0
+    try:
+        event.attempts += 1
+        db.session.commit()
+        reached = 0
+        batches = recipient_batches(event.audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
+        for user_ids in batches:
+            deliver_batch(event, user_ids)
+            reached += len(user_ids)
+            lock.extend(LOCK_SECONDS, replace_ttl=True)
+        event.delivered_at = utcnow()
+        db.session.commit()
+        return reached
+    finally:
+        try:
+            lock.release()
+        except Exception:  # the lock expired or Redis went away: nothing to release
+            log.debug("outbox lock %s was already gone", outbox_id)
+
+
+def pending_outbox_ids(older_than_seconds: float, limit: int = 500) -> list[int]:
+    """Return outbox rows not yet delivered and older than the given age, oldest first."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    return list(
+        db.session.scalars(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.created_at <= cutoff)
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+    )

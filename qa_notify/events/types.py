@@ -1,0 +1,104 @@
+"""Typed notification events.
+
+Each event type is a small frozen dataclass. Its ``type`` is the SSE event name the page
+listens for (``addEventListener('new_answers')``); ``version`` lets consumers evolve.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+EVENT_VERSION = 1
+# Names external producers may use for their own types: short, lowercase, no CR/LF.
+EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class: a typed, versioned notification payload."""
+
+    type: ClassVar[str] = "event"
+    # False for live-only events that are never kept in the inbox.
+    inbox: ClassVar[bool] = True
+
+    def payload(self) -> dict:
+        """Return the JSON payload sent to the page and stored in the inbox."""
+        return {"v": EVENT_VERSION, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class NewQuestion(Event):
+    """A question was asked in a topic you follow, or by a user you follow."""
+
+    type: ClassVar[str] = "new_question"
+    question_id: int
+    title: str
+    topics: list[str]
+    author: str
+    url: str
+
+
+@dataclass(frozen=True)
+class NewAnswers(Event):
+    """A question you follow got an answer. Plural on purpose: the page listens for ``new_answers``."""
+
+    type: ClassVar[str] = "new_answers"
+    question_id: int
+    question_title: str
+    answer_id: int
+    author: str
+    excerpt: str
+    url: str
+
+
+@dataclass(frozen=True)
+class BroadcastEvent(Event):
+    """An admin's announcement."""
+
+    type: ClassVar[str] = "broadcast"
+    broadcast_id: int
+    message: str
+    author: str
+
+
+@dataclass(frozen=True)
+class CustomEvent(Event):
+    """An event of a type named by an external producer, with its own payload."""
+
+    type: ClassVar[str] = "custom"
+    name: str
+    data: dict = field(default_factory=dict)
+
+    def payload(self) -> dict:
+        """Return the producer's payload with the version field added."""
+        return {"v": EVENT_VERSION, **self.data}
+
+
+@dataclass(frozen=True)
+class ReadEvent(Event):
+    """Live-only: some of your notifications were marked read (in another tab, maybe)."""
+
+    type: ClassVar[str] = "read"
+    inbox: ClassVar[bool] = False
+    ids: list[int]
+    all: bool
+    unread_count: int
+
+
+MUTEABLE_TYPES = (NewQuestion.type, NewAnswers.type, BroadcastEvent.type)
+# Events the stream sends itself, never stored: the page must know them all.
+RESYNC = "resync"
+SERVER_CLOSED = "server_closed"
+
+
+def event_type_of(event: Event) -> str:
+    """Return the wire name of ``event`` (a custom event's own name)."""
+    return event.name if isinstance(event, CustomEvent) else event.type
+
+
+def excerpt(text: str, limit: int = 140) -> str:
+    """Return ``text`` collapsed to one line and cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "\u2026"

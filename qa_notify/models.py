@@ -1,0 +1,257 @@
+"""The Q&A domain: users, topics, questions, answers, follows, and the notification records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .extensions import db
+
+ROLES = ("user", "moderator", "admin")
+
+
+def utcnow() -> datetime:
+    """Return the current time as a naive UTC datetime (portable across SQLite and PostgreSQL)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+question_topics = Table(
+    "question_topics",
+    db.metadata,
+    Column("question_id", ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True),
+    Column("topic_id", ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class User(UserMixin, db.Model):
+    """A member of the site; ``role`` is user, moderator or admin."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    # Bumped on logout, password change and role change: old sessions stop being valid.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def set_password(self, password: str) -> None:
+        """Store a salted hash of ``password``."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        """Return True if ``password`` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    def get_id(self) -> str:
+        """Return the session identity: user id plus session version, so logout invalidates it."""
+        return f"{self.id}:{self.session_version}"
+
+    @property
+    def is_moderator(self) -> bool:
+        """True for moderators and admins."""
+        return self.role in ("moderator", "admin")
+
+    @property
+    def is_admin(self) -> bool:
+        """True for admins."""
+        return self.role == "admin"
+
+    def to_dict(self) -> dict:
+        """Return the public JSON form of the user."""
+        return {"id": self.id, "username": self.username, "role": self.role}
+
+
+class Topic(db.Model):
+    """A subject questions are filed under; moderators follow topics to watch them."""
+
+    __tablename__ = "topics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(50), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def to_dict(self) -> dict:
+        """Return the JSON form of the topic."""
+        return {"id": self.id, "name": self.name}
+
+
+class Question(db.Model):
+    """A question asked by a user, filed under topics."""
+
+    __tablename__ = "questions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text, default="")
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    author: Mapped[User] = relationship()
+    topics: Mapped[list[Topic]] = relationship(secondary=question_topics, order_by="Topic.name")
+    answers: Mapped[list[Answer]] = relationship(
+        back_populates="question", order_by="Answer.id", cascade="all, delete-orphan"
+    )
+
+    def to_dict(self, with_answers: bool = False) -> dict:
+        """Return the JSON form of the question, optionally with its answers."""
+        data = {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "author": self.author.to_dict(),
+            "topics": [t.name for t in self.topics],
+            "created_at": self.created_at.isoformat() + "Z",
+        }
+        if with_answers:
+            data["answers"] = [a.to_dict() for a in self.answers]
+        return data
+
+
+class Answer(db.Model):
+    """An answer to a question."""
+
+    __tablename__ = "answers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    question: Mapped[Question] = relationship(back_populates="answers")
+    author: Mapped[User] = relationship()
+
+    def to_dict(self) -> dict:
+        """Return the JSON form of the answer."""
+        return {
+            "id": self.id,
+            "question_id": self.question_id,
+            "author": self.author.to_dict(),
+            "body": self.body,
+            "created_at": self.created_at.isoformat() + "Z",
+        }
+
+
+class QuestionFollow(db.Model):
+    """A user following a question: they hear of every new answer."""
+
+    __tablename__ = "question_follows"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    question_id: Mapped[int] = mapped_column(
+        ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TopicFollow(db.Model):
+    """A user following a topic: they hear of every new question in it."""
+
+    __tablename__ = "topic_follows"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    topic_id: Mapped[int] = mapped_column(
+        ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class UserFollow(db.Model):
+    """A user following another user: they hear of every question that user asks."""
+
+    __tablename__ = "user_follows"
+
+    follower_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    followed_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MutedType(db.Model):
+    """An event type a user chose not to receive."""
+
+    __tablename__ = "muted_types"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class OutboxEvent(db.Model):
+    """An event written in the same transaction as the domain change that caused it.
+
+    Workers turn each row into notifications; ``delivered_at`` is set once the fan-out finished.
+    """
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    # Who must hear of it: {"kind": "new_question", "question_id": ...} etc.; see events.recipients.
+    audience: Mapped[dict] = mapped_column(JSON)
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Notification(db.Model):
+    """One event in one user's inbox: the system of record for what a user was told."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("user_id", "outbox_id", name="uq_notification_user_outbox"),
+        Index("ix_notifications_user_id_id", "user_id", "id"),
+        Index("ix_notifications_user_unread", "user_id", "read_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    def to_dict(self) -> dict:
+        """Return the JSON form of the inbox item."""
+        return {
+            "id": self.id,
+            "type": self.event_type,
+            "payload": self.payload,
+            "created_at": self.created_at.isoformat() + "Z",
+            "read": self.read_at is not None,
+        }
+
+
+class Broadcast(db.Model):
+    """An announcement an admin sent to everyone or to one role."""
+
+    __tablename__ = "broadcasts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message: Mapped[str] = mapped_column(Text)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), nullable=True)
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_events.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    author: Mapped[User | None] = relationship()

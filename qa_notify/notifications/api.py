@@ -1,0 +1,121 @@
+"""JSON endpoints for the inbox, preferences and the long-poll fallback."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+from flask import current_app, jsonify, request, session
+from flask_login import current_user
+
+from ..events import bus
+from ..events.types import MUTEABLE_TYPES
+from ..jsonapi import APIError, api_login_required, field, json_body
+from . import bp
+from .inbox import list_notifications, mark_read, muted_types, set_muted_types, unread_count
+
+MAX_IDS = 1000
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise APIError(400, f"'{name}' must be an integer") from None
+    if not low <= value <= high:
+        raise APIError(400, f"'{name}' must be between {low} and {high}")
+    return value
+
+
+@bp.get("/api/notifications")
+@api_login_required
+def api_inbox():
+    """Return the inbox, newest first, with the unread count."""
+    before = _int_arg("before", None, 1, 2**62)
+    limit = _int_arg("limit", 20, 1, 100)
+    items = list_notifications(current_user.id, before, limit)
+    return jsonify(items=[n.to_dict() for n in items], unread_count=unread_count(current_user.id))
+
+
+@bp.get("/api/notifications/unread_count")
+@api_login_required
+def api_unread_count():
+    """Return the number of unread notifications."""
+    return jsonify(unread_count=unread_count(current_user.id))
+
+
+@bp.post("/api/notifications/read")
+@api_login_required
+def api_mark_read():
+    """Mark some (``ids``) or all (``all: true``) notifications read; other tabs are told."""
+    data = json_body()
+    if data.get("all") is True:
+        ids = None
+    else:
+        ids = field(data, "ids", list)
+        if len(ids) > MAX_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise APIError(422, f"'ids' must be a list of at most {MAX_IDS} integers, or send {{\"all\": true}}")
+    changed, count = mark_read(current_user.id, ids)
+    return jsonify(marked=changed, unread_count=count)
+
+
+@bp.get("/api/preferences")
+@api_login_required
+def api_preferences():
+    """Return the muted event types and the types that can be muted."""
+    return jsonify(muted=muted_types(current_user.id), available=list(MUTEABLE_TYPES))
+
+
+@bp.put("/api/preferences")
+@api_login_required
+def api_set_preferences():
+    """Replace the muted event types."""
+    muted = field(json_body(), "muted", list)
+    if not all(isinstance(t, str) for t in muted):
+        raise APIError(422, "'muted' must be a list of event type names")
+    try:
+        saved = set_muted_types(current_user.id, muted)
+    except ValueError as exc:
+        raise APIError(422, str(exc)) from None
+    return jsonify(muted=saved, available=list(MUTEABLE_TYPES))
+
+
+@bp.get("/api/notifications/poll")
+@api_login_required
+def api_poll():
+    """Long-poll fallback: the events after ``after`` as soon as there are any, else [] at the timeout."""
+    from .stream import get_hub
+
+    after = request.args.get("after") or None
+    if after is not None:
+        try:
+            bus.parse_event_id(after)
+        except ValueError:
+            raise APIError(400, "'after' must be an event id like 1700000000000-0") from None
+    max_wait = current_app.config["LONG_POLL_MAX_SECONDS"]
+    raw_timeout = request.args.get("timeout", "25")
+    try:
+        timeout = min(max(float(raw_timeout), 0.0), max_wait)
+    except ValueError:
+        raise APIError(400, "'timeout' must be a number of seconds") from None
+    if timeout != timeout:  # NaN
+        raise APIError(400, "'timeout' must be a number of seconds")
+    user_id = current_user.id
+    r = bus.redis_client()
+    hub = get_hub()
+    try:
+        sub = hub.attach(user_id, session.get("sid"))
+        try:
+            backlog = bus.replay_since(r, user_id, after)
+            if after is not None and not backlog.events and not backlog.gap and timeout > 0:
+                sub.wait(timeout)
+                backlog = bus.replay_since(r, user_id, after)
+        finally:
+            hub.detach(sub)
+    except redis.RedisError:
+        raise APIError(503, "notifications are briefly unavailable; retry shortly") from None
+    events = [{"id": e.id, "type": e.type, "data": json.loads(e.data)} for e in backlog.events]
+    return jsonify(events=events, resync=backlog.gap, last_id=backlog.last_id)

@@ -1,0 +1,122 @@
+"""``GET /notifications``: the logged-in user's events as Server-Sent Events.
+
+On connect: subscribe to the user's channel (through the process's hub), then read what
+they missed since ``Last-Event-ID`` from their Redis stream, then go live, dropping any live
+event the backlog already covered. Nothing here queries the follow graph: it only relays
+what the workers pushed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import redis
+from flask import Response, current_app, request, session
+from flask_login import current_user
+
+from ..events import bus, sse
+from ..events.types import RESYNC, SERVER_CLOSED
+from ..jsonapi import APIError, api_login_required
+from . import bp
+from .hub import GAP, Hub, Subscription
+
+log = logging.getLogger(__name__)
+
+
+def get_hub() -> Hub:
+    """Return this process's hub, creating it on first use."""
+    hub = current_app.extensions.get("qa_hub")
+    if hub is None:
+        hub = current_app.extensions["qa_hub"] = Hub(current_app.config["REDIS_URL"], current_app.config["SSE_BUFFER_SIZE"])
+    return hub
+
+
+def requested_last_id() -> str | None:
+    """Return the client's last event id (header, or ``?last_event_id=``) if well-formed."""
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if not raw:
+        return None
+    try:
+        bus.parse_event_id(raw.strip())
+    except ValueError:
+        return None  # garbage is treated as a first connection, never echoed
+    return raw.strip()
+
+
+@bp.get("/notifications")
+@api_login_required
+def notifications_stream():
+    """Stream the logged-in user's notifications; only theirs, whatever the query says."""
+    user_id = current_user.id
+    hub = get_hub()
+    if hub.count_for(user_id) >= current_app.config["SSE_MAX_STREAMS_PER_USER"]:
+        raise APIError(429, "too many open notification streams for this user")
+    r = bus.redis_client()
+    try:
+        sub = hub.attach(user_id, session.get("sid"))
+        backlog = bus.replay_since(r, user_id, requested_last_id())
+    except redis.RedisError:
+        log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
+        raise APIError(503, "notifications are briefly unavailable; retrying") from None
+    cfg = current_app.config
+    body = _event_stream(hub, sub, r, backlog, cfg["SSE_RETRY_MS"], cfg["SSE_HEARTBEAT_SECONDS"])
+    response = Response(body, mimetype="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _frame(event: bus.StreamEvent) -> bytes:
+    return sse.format_event(event.data, event=event.type, id=event.id)
+
+
+def _resync_frame(last_id: str | None) -> bytes:
+    return sse.format_event(json.dumps({"reason": "history_gap"}), event=RESYNC, id=last_id)
+
+
+def _event_stream(hub: Hub, sub: Subscription, r: redis.Redis, backlog: bus.Backlog, retry_ms: int, heartbeat: float):
+    """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats."""
+    try:
+        import gevent
+
+        sub.owner = gevent.getcurrent()
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        pass
+    try:
+        yield sse.format_retry(retry_ms)
+        if backlog.gap:
+            yield _resync_frame(backlog.last_id)
+        for event in backlog.events:
+            yield _frame(event)
+        last = bus.parse_event_id(backlog.last_id) if backlog.last_id else (0, 0)
+        last_id = backlog.last_id
+        while True:
+            items = sub.wait(heartbeat)
+            if sub.closed:
+                if sub.close_reason not in ("overflow", "shutdown"):
+                    yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
+                return
+            if not items:
+                yield sse.format_comment("heartbeat")
+                continue
+            for item in items:
+                if item is GAP:
+                    caught_up = bus.replay_since(r, sub.user_id, last_id)
+                    if caught_up.gap:
+                        yield _resync_frame(caught_up.last_id)
+                    batch = caught_up.events
+                    if caught_up.gap and caught_up.last_id:
+                        last, last_id = bus.parse_event_id(caught_up.last_id), caught_up.last_id
+                else:
+                    batch = [item]
+                for event in batch:
+                    key = event.sort_key
+                    if key <= last:
+                        continue  # already sent from the backlog
+                    yield _frame(event)
+                    last, last_id = key, event.id
+    except redis.RedisError:
+        log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id)
+    finally:
+        hub.detach(sub)

@@ -1,0 +1,3 @@
+"""Placeholder until the pages land."""
+
+from . import bp  # noqa: F401

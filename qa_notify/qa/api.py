@@ -1,0 +1,107 @@
+"""JSON endpoints for the Q&A: topics, questions, answers, follows, roles."""
+
+from __future__ import annotations
+
+from flask import jsonify
+from flask_login import current_user
+from sqlalchemy import select
+
+from ..auth.service import invalidate_sessions
+from ..extensions import db
+from ..jsonapi import APIError, api_login_required, field, json_body, role_required
+from ..models import ROLES, Question, Topic, User
+from . import bp
+from .service import QAError, ask_question, create_topic, post_answer, set_follow
+
+MAX_ID = 2**62
+
+
+def _get_or_404(model, obj_id: int, what: str):
+    obj = db.session.get(model, obj_id) if 0 < obj_id < MAX_ID else None
+    if obj is None:
+        raise APIError(404, f"no such {what}")
+    return obj
+
+
+def _qa_call(fn, *args):
+    try:
+        return fn(*args)
+    except QAError as exc:
+        raise APIError(exc.status, str(exc)) from None
+
+
+@bp.get("/api/topics")
+def api_topics():
+    """List every topic."""
+    topics = db.session.scalars(select(Topic).order_by(Topic.name))
+    return jsonify(topics=[t.to_dict() for t in topics])
+
+
+@bp.post("/api/topics")
+@role_required("moderator", "admin")
+def api_create_topic():
+    """Create a topic (moderators and admins)."""
+    topic = _qa_call(create_topic, field(json_body(), "name", max_length=50))
+    return jsonify(topic.to_dict()), 201
+
+
+@bp.post("/api/questions")
+@api_login_required
+def api_ask():
+    """Ask a question under existing topics; the author follows it."""
+    data = json_body()
+    topics = field(data, "topics", list, required=False, default=[])
+    if not all(isinstance(t, str) for t in topics):
+        raise APIError(422, "'topics' must be a list of topic names")
+    question = _qa_call(
+        ask_question,
+        current_user._get_current_object(),
+        field(data, "title", max_length=200),
+        field(data, "body", required=False, default=""),
+        topics,
+    )
+    return jsonify(question.to_dict()), 201
+
+
+@bp.get("/api/questions/<int:question_id>")
+def api_question(question_id: int):
+    """Return a question with its answers."""
+    return jsonify(_get_or_404(Question, question_id, "question").to_dict(with_answers=True))
+
+
+@bp.post("/api/questions/<int:question_id>/answers")
+@api_login_required
+def api_answer(question_id: int):
+    """Answer a question."""
+    question = _get_or_404(Question, question_id, "question")
+    answer = _qa_call(post_answer, current_user._get_current_object(), question, field(json_body(), "body"))
+    return jsonify(answer.to_dict()), 201
+
+
+FOLLOW_TARGETS = {"questions": ("question", Question), "topics": ("topic", Topic), "users": ("user", User)}
+
+
+@bp.route("/api/<any(questions, topics, users):collection>/<int:target_id>/follow", methods=["POST", "DELETE"])
+@api_login_required
+def api_follow(collection: str, target_id: int):
+    """Follow (POST) or unfollow (DELETE) a question, topic or user."""
+    from flask import request
+
+    kind, model = FOLLOW_TARGETS[collection]
+    _get_or_404(model, target_id, kind)
+    following = _qa_call(set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST")
+    return jsonify({"following": following, kind: target_id})
+
+
+@bp.put("/api/users/<int:user_id>/role")
+@role_required("admin")
+def api_set_role(user_id: int):
+    """Change a user's role (admins); their sessions and streams end."""
+    role = field(json_body(), "role")
+    if role not in ROLES:
+        raise APIError(422, f"'role' must be one of {', '.join(ROLES)}")
+    user = _get_or_404(User, user_id, "user")
+    if user.role != role:
+        user.role = role
+        invalidate_sessions(user, reason="role_changed")
+    return jsonify(user.to_dict())

@@ -1,0 +1,137 @@
+"""Q&A domain operations. Asking and answering emit notification events in the same transaction."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from ..events.outbox import emit
+from ..events.types import NewAnswers, NewQuestion, excerpt
+from ..extensions import db
+from ..models import Answer, Question, QuestionFollow, Topic, TopicFollow, User, UserFollow
+
+TOPIC_PATTERN = re.compile(r"^[\w][\w .+#-]{0,49}\Z")
+MAX_TITLE = 200
+MAX_BODY = 20_000
+MAX_TOPICS = 5
+
+
+class QAError(ValueError):
+    """A Q&A request that cannot be done; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def question_path(question_id: int, answer_id: int | None = None) -> str:
+    """Return the site path of a question (and answer); works outside a request too."""
+    path = f"/questions/{int(question_id)}"
+    return f"{path}#answer-{int(answer_id)}" if answer_id is not None else path
+
+
+def topics_by_names(names: list[str]) -> list[Topic]:
+    """Return the topics with these names; raise QAError (422) naming any that do not exist."""
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if len(wanted) > MAX_TOPICS:
+        raise QAError(f"at most {MAX_TOPICS} topics")
+    found = {t.name: t for t in db.session.scalars(select(Topic).where(Topic.name.in_(wanted)))}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise QAError(f"unknown topic(s): {', '.join(missing)}")
+    return [found[n] for n in wanted]
+
+
+def ask_question(author: User, title: str, body: str, topic_names: list[str]) -> Question:
+    """Create a question; its author follows it; its topics' and author's followers are notified."""
+    title, body = title.strip(), body.strip()
+    if not title:
+        raise QAError("title must not be empty")
+    if len(title) > MAX_TITLE or len(body) > MAX_BODY:
+        raise QAError(f"title at most {MAX_TITLE} and body at most {MAX_BODY} characters")
+    question = Question(title=title, body=body, author=author, topics=topics_by_names(topic_names))
+    db.session.add(question)
+    db.session.flush()
+    db.session.add(QuestionFollow(user_id=author.id, question_id=question.id))
+    event = NewQuestion(
+        question_id=question.id,
+        title=question.title,
+        topics=[t.name for t in question.topics],
+        author=author.username,
+        url=question_path(question.id),
+    )
+    emit(event, {"kind": "new_question", "question_id": question.id}, actor_id=author.id)
+    db.session.commit()
+    return question
+
+
+def post_answer(author: User, question: Question, body: str) -> Answer:
+    """Answer a question; its author and followers are notified (never the answerer)."""
+    body = body.strip()
+    if not body:
+        raise QAError("answer must not be empty")
+    if len(body) > MAX_BODY:
+        raise QAError(f"answer at most {MAX_BODY} characters")
+    answer = Answer(question=question, author=author, body=body)
+    db.session.add(answer)
+    db.session.flush()
+    event = NewAnswers(
+        question_id=question.id,
+        question_title=question.title,
+        answer_id=answer.id,
+        author=author.username,
+        excerpt=excerpt(body),
+        url=question_path(question.id, answer.id),
+    )
+    emit(event, {"kind": "new_answer", "question_id": question.id}, actor_id=author.id)
+    db.session.commit()
+    return answer
+
+
+def create_topic(name: str) -> Topic:
+    """Create a topic; raise QAError (409) if it exists."""
+    name = " ".join(name.split())
+    if not TOPIC_PATTERN.match(name):
+        raise QAError("topic name must be 1-50 letters, digits, spaces or . + # - _")
+    if db.session.scalar(select(Topic.id).where(Topic.name == name)) is not None:
+        raise QAError("topic exists", status=409)
+    topic = Topic(name=name)
+    db.session.add(topic)
+    db.session.commit()
+    return topic
+
+
+FOLLOW_MODELS = {
+    "question": (QuestionFollow, QuestionFollow.user_id, QuestionFollow.question_id, "question_id"),
+    "topic": (TopicFollow, TopicFollow.user_id, TopicFollow.topic_id, "topic_id"),
+    "user": (UserFollow, UserFollow.follower_id, UserFollow.followed_id, "followed_id"),
+}
+
+
+def set_follow(user: User, kind: str, target_id: int, following: bool) -> bool:
+    """Follow or unfollow a question, topic or user; return the new state. Idempotent."""
+    model, who, what, target_field = FOLLOW_MODELS[kind]
+    if kind == "user" and target_id == user.id:
+        raise QAError("you cannot follow yourself")
+    exists = db.session.scalar(select(who).where(who == user.id, what == target_id)) is not None
+    if following and not exists:
+        who_field = "follower_id" if kind == "user" else "user_id"
+        db.session.add(model(**{who_field: user.id, target_field: target_id}))
+        try:
+            db.session.commit()
+        except IntegrityError:  # a concurrent request followed first
+            db.session.rollback()
+    elif not following and exists:
+        db.session.execute(delete(model).where(who == user.id, what == target_id))
+        db.session.commit()
+    return following
+
+
+def is_following(user: User, kind: str, target_id: int) -> bool:
+    """True if ``user`` follows the question, topic or user ``target_id``."""
+    if not user.is_authenticated:
+        return False
+    _, who, what, _ = FOLLOW_MODELS[kind]
+    return db.session.scalar(select(who).where(who == user.id, what == target_id)) is not None

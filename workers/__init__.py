@@ -1,0 +1,42 @@
+"""Celery for qa_notify, the way Flask's own Celery example sets it up."""
+
+from __future__ import annotations
+
+from celery import Celery, Task
+from flask import Flask
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app from ``app.config``; every task runs inside an app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args, **kwargs):
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    broker = app.config["CELERY_BROKER_URL"] or app.config["REDIS_URL"]
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.conf.update(
+        broker_url=broker,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_always_eager=app.config["CELERY_ALWAYS_EAGER"],
+        task_eager_propagates=True,
+        broker_pool_limit=2,
+        broker_connection_retry_on_startup=True,
+        # A task whose worker died is redelivered after this long (the outbox relay is faster).
+        broker_transport_options={"visibility_timeout": 300},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "relay-outbox": {"task": "workers.relay_outbox", "schedule": app.config["OUTBOX_RELAY_SECONDS"]},
+            "ingest-external": {"task": "workers.ingest_external", "schedule": app.config["INGEST_POLL_SECONDS"]},
+        },
+    )
+    celery.set_default()
+    app.extensions["celery"] = celery
+    from . import tasks
+
+    tasks.register(celery)
+    return celery

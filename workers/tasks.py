@@ -1,0 +1,54 @@
+"""Celery tasks: thin wrappers that run the fan-out, the outbox relay and external ingestion."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+from flask import current_app
+from sqlalchemy.exc import OperationalError
+
+from qa_notify.events import fanout, ingest
+
+log = logging.getLogger(__name__)
+# Errors worth retrying: Redis or the database being briefly away.
+TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
+
+
+def register(celery: Celery) -> None:
+    """Register qa_notify's tasks on ``celery``."""
+
+    @celery.task(
+        name="workers.fan_out_event",
+        shared=False,
+        bind=True,
+        acks_late=True,
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=60,
+        max_retries=None,
+    )
+    def fan_out_event(self, outbox_id: int) -> int:
+        """Deliver one outbox event to all its recipients (idempotent)."""
+        try:
+            return fanout.fan_out(outbox_id)
+        except TRANSIENT_ERRORS:
+            from qa_notify.extensions import db
+
+            db.session.rollback()
+            raise
+
+    @celery.task(name="workers.relay_outbox", shared=False)
+    def relay_outbox() -> int:
+        """Re-enqueue outbox events still undelivered after a while (broker away at commit)."""
+        from qa_notify.events.outbox import enqueue_fan_out
+
+        ids = fanout.pending_outbox_ids(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
+        enqueue_fan_out(ids)
+        return len(ids)
+
+    @celery.task(name="workers.ingest_external", shared=False)
+    def ingest_external() -> int:
+        """Accept envelopes that other services appended to the ingest stream."""
+        return ingest.ingest_pending()
