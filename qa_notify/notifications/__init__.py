@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("notifications", __name__)
 
-from . import api, stream, views  # noqa: E402, F401  (routes register themselves on bp)
+from . import api, health, stream, views  # noqa: E402, F401  (routes register themselves on bp)

@@ -88,6 +88,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.connected = threading.Event()
+        self.cut_off_count = 0
 
     # -- used by streams ------------------------------------------------------------------
 
@@ -98,6 +99,10 @@ class Hub:
     def total(self) -> int:
         """Return the number of open streams in this process."""
         return sum(len(s) for s in self._subs.values())
+
+    def user_count(self) -> int:
+        """Return the number of users with a stream open in this process."""
+        return len(self._subs)
 
     def attach(self, user_id: int, session_id: str | None, timeout: float = 10.0) -> Subscription:
         """Open a subscription for ``user_id``; return once Redis confirmed the channel.
@@ -188,7 +193,8 @@ class Hub:
                     sub.push(GAP)
 
     def _listen(self) -> None:
-        conn = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True).make_connection()
+        # RESP2: pub/sub replies as plain arrays (redis-py 8 speaks RESP3 by default).
+        conn = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True, protocol=2).make_connection()
         conn.connect()
         try:
             conn.send_command("SUBSCRIBE", channels.CONTROL_CHANNEL)
@@ -247,6 +253,7 @@ class Hub:
     def _cut_off(self, sub: Subscription) -> None:
         """Drop a subscription whose client stopped reading; unblock its stuck writer."""
         log.info("cutting off a slow stream of user %s", sub.user_id)
+        self.cut_off_count += 1
         self.detach(sub)
         owner = sub.owner
         if owner is not None:
