@@ -259,4 +259,4 @@ class Hub:
         if owner is not None:
             import gevent
 
-            gevent.kill(owner, block=False)
+            gevent.kill(owner)  # asynchronous: raises GreenletExit in the stuck writer

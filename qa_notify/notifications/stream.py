@@ -60,6 +60,9 @@ def notifications_stream():
         log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
         raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
+    if requested_last_id() is None:
+        # A first connection starts "now": every live event after the subscription counts.
+        backlog = bus.Backlog([], False, None)
     body = _event_stream(hub, sub, r, backlog, cfg["SSE_RETRY_MS"], cfg["SSE_HEARTBEAT_SECONDS"])
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

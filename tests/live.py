@@ -1,0 +1,118 @@
+"""Helpers for tests that talk to a real web process: start it, log in, read its SSE stream."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from httpx_sse import connect_sse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebProcess:
+    """``manage.py web`` in a subprocess, with the test's database and Redis."""
+
+    def __init__(self, database_url: str, redis_url: str, **settings: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "SECRET_KEY": "test-secret",
+            **{k: str(v) for k, v in settings.items()},
+        }
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> WebProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), "web", "--port", str(self.port)], cwd=REPO, env=self.env
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("web process did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise KeyError(name)
+
+    def client(self, username: str | None = None, password: str = "correct-horse-9") -> httpx.Client:
+        """Return an httpx client, logged in as ``username`` if given."""
+        client = httpx.Client(base_url=self.url, timeout=10)
+        if username:
+            token = client.get("/api/csrf").json()["csrf_token"]
+            resp = client.post("/api/login", json={"username": username, "password": password}, headers={"X-CSRFToken": token})
+            assert resp.status_code == 200, resp.text
+            client.headers["X-CSRFToken"] = client.get("/api/csrf").json()["csrf_token"]
+        return client
+
+
+def read_events(client: httpx.Client, count: int, timeout: float = 10.0, headers: dict | None = None, params: dict | None = None):
+    """Open the stream, return the first ``count`` events (heartbeat comments are skipped)."""
+    events = []
+    with connect_sse(client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout) as source:
+        source.response.raise_for_status()
+        for sse in source.iter_sse():
+            if sse.event == "message" and not sse.data:
+                continue  # the opening ``retry:`` hint, not an event
+            events.append(sse)
+            if len(events) >= count:
+                break
+    return events
+
+
+def collect_events(client: httpx.Client, seconds: float, **kwargs):
+    """Return every event the stream sends within ``seconds`` (heartbeats skipped)."""
+    events = []
+    with connect_sse(client, "GET", "/notifications", **kwargs) as source:
+        source.response.raise_for_status()
+        closer = threading.Timer(seconds, source.response.close)
+        closer.start()
+        try:
+            for sse in source.iter_sse():
+                if sse.event == "message" and not sse.data:
+                    continue
+                events.append(sse)
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the timer
+        finally:
+            closer.cancel()
+    return events

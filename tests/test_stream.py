@@ -1,0 +1,275 @@
+"""The /notifications SSE stream, served by a real gevent web process."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+from httpx_sse import connect_sse
+
+from qa_notify.events import channels
+
+from .live import WebProcess, collect_events, read_events
+
+
+@pytest.fixture(scope="module")
+def web(redis_url, database_url):
+    proc = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5", SSE_MAX_STREAMS_PER_USER="3", SSE_BUFFER_SIZE="20").start()
+    yield proc
+    proc.stop()
+
+
+def in_background(fn, *args, **kwargs):
+    """Run ``fn`` in a thread; return a callable that joins it and returns its result."""
+    result = {}
+
+    def run():
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # surfaced by the joiner
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def join(timeout: float = 15):
+        thread.join(timeout)
+        assert not thread.is_alive(), "stream reader did not finish"
+        if "error" in result:
+            raise result["error"]
+        return result["value"]
+
+    return join
+
+
+def wait_for_streams(web, n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while web.metric("qa_notify_open_streams") < n:
+        assert time.monotonic() < deadline, "stream did not open"
+        time.sleep(0.05)
+
+
+def ask_and_answer(login_as, asker, answers: int, answerer_name: str = "bob"):
+    qid = asker.post("/api/questions", {"title": "Streams?"}).get_json()["id"]
+    answerer = login_as(answerer_name)
+    for i in range(answers):
+        assert answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"}).status_code == 201
+    return qid
+
+
+def test_anonymous_gets_401_json(web):
+    resp = web.client().get("/notifications")
+    assert resp.status_code == 401
+    assert resp.json() == {"error": "login required"}
+
+
+def test_stream_headers_and_retry_hint(web, login_as):
+    login_as("ann")
+    with web.client("ann").stream("GET", "/notifications") as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        assert resp.headers["cache-control"] == "no-cache"
+        assert resp.headers["x-accel-buffering"] == "no"
+        first = next(resp.iter_lines())
+        assert first == "retry: 2000"
+
+
+def test_answer_reaches_the_asker_live(web, login_as):
+    asker = login_as("ann")
+    client = web.client("ann")
+    join = in_background(read_events, client, 1)
+    wait_for_streams(web, 1)
+    qid = ask_and_answer(login_as, asker, 1)
+    [event] = join()
+    assert event.event == "new_answers"
+    data = json.loads(event.data)
+    assert data["question_id"] == qid and data["author"] == "bob" and data["excerpt"] == "answer 0"
+    assert event.id and data["notification_id"] > 0
+
+
+def test_users_only_see_their_own_events_whatever_the_query(web, login_as, r):
+    asker = login_as("ann")
+    login_as("eve")
+    eve = web.client("eve")
+    ann_id = asker.get("/api/me").get_json()["id"]
+    ann_tab = in_background(read_events, web.client("ann"), 2)
+    params = {"user_id": ann_id, "user": "ann", "channel": channels.user_channel(ann_id)}
+    eve_tab = in_background(collect_events, eve, 2.0, params=params)
+    wait_for_streams(web, 2)
+    ask_and_answer(login_as, asker, 2)
+    assert [e.event for e in ann_tab()] == ["new_answers", "new_answers"]
+    assert [e.event for e in eve_tab()] == []
+    assert r.xlen(channels.user_stream(ann_id)) == 2
+
+
+def test_heartbeat_comments_flow(web, login_as):
+    login_as("ann")
+    with web.client("ann").stream("GET", "/notifications") as resp:
+        lines = []
+        for line in resp.iter_lines():
+            lines.append(line)
+            if line == ": heartbeat":
+                break
+    assert ": heartbeat" in lines
+
+
+def test_replay_after_disconnect_sends_exactly_the_missed_events(web, login_as):
+    asker = login_as("ann")
+    client = web.client("ann")
+    join = in_background(read_events, client, 2)
+    wait_for_streams(web, 1)
+    qid = ask_and_answer(login_as, asker, 2)
+    seen = join()
+    answerer = login_as("carl")
+    for i in range(3):
+        answerer.post(f"/api/questions/{qid}/answers", {"body": f"missed {i}"})
+    replayed = read_events(client, 3, headers={"Last-Event-ID": seen[-1].id})
+    assert [json.loads(e.data)["excerpt"] for e in replayed] == ["missed 0", "missed 1", "missed 2"]
+    # The first connection of a page can pass the id as a query parameter instead.
+    again = read_events(client, 1, params={"last_event_id": replayed[0].id})
+    assert json.loads(again[0].data)["excerpt"] == "missed 1"
+
+
+def test_resync_when_last_id_is_older_than_the_kept_history(web, login_as, r):
+    asker = login_as("ann")
+    ask_and_answer(login_as, asker, 3)
+    ann_id = asker.get("/api/me").get_json()["id"]
+    oldest = r.xrange(channels.user_stream(ann_id))[0][0]
+    r.xtrim(channels.user_stream(ann_id), maxlen=1, approximate=False)
+    [event] = read_events(web.client("ann"), 1, headers={"Last-Event-ID": oldest})
+    assert event.event == "resync"
+    assert event.id == r.xrange(channels.user_stream(ann_id))[-1][0]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{"params": {"last_event_id": "1-0\nevent: admin\n\ndata: forged"}}, {"headers": {"Last-Event-ID": "1-0 event: admin"}}, {"headers": {"Last-Event-ID": "9" * 60}}],
+)
+def test_malformed_last_event_id_is_ignored_not_echoed(web, login_as, where):
+    asker = login_as("ann")
+    client = web.client("ann")
+    join = in_background(read_events, client, 1, **where)
+    wait_for_streams(web, 1)
+    ask_and_answer(login_as, asker, 1)
+    [event] = join()
+    assert event.event == "new_answers"
+
+
+def test_no_duplicate_or_gap_at_the_replay_live_switch(web, login_as, app, r):
+    from qa_notify.events import bus
+    from qa_notify.events.types import ReadEvent
+
+    login_as("ann")
+    ann_id = web.client("ann").get("/api/me").json()["id"]
+    total = 300
+    stop = threading.Event()
+
+    def publish():
+        with app.app_context():
+            rc = bus.redis_client()
+            for i in range(total):
+                bus.push_live(rc, ann_id, ReadEvent(ids=[i], all=False, unread_count=i))
+                time.sleep(0.002)
+        stop.set()
+
+    client = web.client("ann")
+    received: list[int] = []
+    last_id = None
+    publisher = threading.Thread(target=publish)
+    # Reconnect every few events while the publisher runs: each switch-over is a chance to
+    # lose or repeat an event.
+    while len(received) < total:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        with connect_sse(client, "GET", "/notifications", headers=headers, timeout=10) as source:
+            for n, sse in enumerate(source.iter_sse()):
+                if sse.event != "read":
+                    # The opening retry hint: this stream is subscribed, publishing may start.
+                    if not publisher.is_alive() and not stop.is_set():
+                        publisher.start()
+                    continue
+                received.append(json.loads(sse.data)["ids"][0])
+                last_id = sse.id
+                if n >= 7 or len(received) >= total:
+                    break
+    publisher.join()
+    assert received == list(range(total))
+
+
+def test_too_many_streams_get_429(web, login_as):
+    login_as("ann")
+    clients = [web.client("ann") for _ in range(4)]
+    streams = [c.stream("GET", "/notifications") for c in clients[:3]]
+    opened = [s.__enter__() for s in streams]
+    try:
+        assert all(resp.status_code == 200 for resp in opened)
+        wait_for_streams(web, 3)
+        extra = clients[3].get("/notifications")
+        assert extra.status_code == 429
+        assert "too many" in extra.json()["error"]
+    finally:
+        for s in streams:
+            s.__exit__(None, None, None)
+
+
+def test_logout_closes_the_stream_with_server_closed(web, login_as):
+    login_as("ann")
+    client = web.client("ann")
+    join = in_background(read_events, client, 1)
+    wait_for_streams(web, 1)
+    other_tab_same_browser = client  # same cookie jar: the same session
+    resp = other_tab_same_browser.post("/api/logout")
+    assert resp.status_code == 200
+    [event] = join()
+    assert event.event == "server_closed"
+    assert json.loads(event.data) == {"reason": "logout"}
+
+
+def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
+    from qa_notify.events import bus
+    from qa_notify.events.types import ReadEvent
+
+    login_as("slow"), login_as("fast")
+    slow_client, fast_client = web.client("slow"), web.client("fast")
+    slow_id, fast_id = slow_client.get("/api/me").json()["id"], fast_client.get("/api/me").json()["id"]
+    cookie = "; ".join(f"{k}={v}" for k, v in slow_client.cookies.items())
+    # A client that sends its request and never reads a byte of the answer.
+    sock = socket.create_connection(("127.0.0.1", web.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
+    wait_for_streams(web, 1)
+    cut_before = web.metric("qa_notify_slow_consumers_total")
+    join = in_background(read_events, fast_client, 200, timeout=20)
+    wait_for_streams(web, 2)
+    big = "x" * 64_000  # large frames fill the slow client's socket buffers quickly
+    started = time.monotonic()
+    with app.app_context():
+        rc = bus.redis_client()
+        for i in range(200):
+            bus.push_live(rc, fast_id, ReadEvent(ids=[i], all=False, unread_count=i))
+            rc.publish(channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big}))
+    fast_events = join()
+    elapsed = time.monotonic() - started
+    assert [json.loads(e.data)["ids"][0] for e in fast_events] == list(range(200))
+    assert elapsed < 15
+    deadline = time.monotonic() + 5
+    while web.metric("qa_notify_slow_consumers_total") <= cut_before:
+        assert time.monotonic() < deadline, "the slow client was never cut off"
+        time.sleep(0.1)
+    sock.close()
+
+
+def test_long_poll_returns_events_after_an_id(web, login_as):
+    asker = login_as("ann")
+    client = web.client("ann")
+    first = client.get("/api/notifications/poll", params={"timeout": 0}).json()
+    assert first["events"] == [] and first["resync"] is False
+    ask_and_answer(login_as, asker, 2)
+    got = client.get("/api/notifications/poll", params={"after": first["last_id"] or "0-0", "timeout": 5}).json()
+    if first["last_id"] is None:
+        assert got["resync"] is True  # no history yet -> refetch the inbox
+    else:
+        assert [e["type"] for e in got["events"]] == ["new_answers", "new_answers"]
+    assert client.get("/api/notifications/poll", params={"after": "nonsense"}).status_code == 400
