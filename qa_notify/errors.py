@@ -16,7 +16,11 @@ log = logging.getLogger(__name__)
 def wants_json() -> bool:
     """True for API and stream requests, which get JSON errors."""
     path = request.path
-    return path.startswith("/api/") or path == "/notifications" or request.accept_mimetypes.best == "application/json"
+    return (
+        path.startswith("/api/")
+        or path == "/notifications"
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def register(app: Flask) -> None:
@@ -31,7 +35,11 @@ def register(app: Flask) -> None:
         message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
         if wants_json():
             return error_response(400, message)
-        return render_template("error.html", code=400, message="Your form expired. Go back, reload the page and try again."), 400
+        return render_template(
+            "error.html",
+            code=400,
+            message="Your form expired. Go back, reload the page and try again.",
+        ), 400
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

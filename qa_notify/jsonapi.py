@@ -34,7 +34,15 @@ def json_body() -> dict:
     return data
 
 
-def field(data: dict, name: str, kind: type = str, *, required: bool = True, max_length: int | None = None, default: Any = None) -> Any:
+def field(
+    data: dict,
+    name: str,
+    kind: type = str,
+    *,
+    required: bool = True,
+    max_length: int | None = None,
+    default: Any = None,
+) -> Any:
     """Return ``data[name]`` checked for type and length; raise a 422 APIError otherwise."""
     if name not in data or data[name] is None:
         if required:
@@ -53,7 +61,13 @@ def field(data: dict, name: str, kind: type = str, *, required: bool = True, max
 
 
 def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", list: "a list", bool: "true or false", dict: "an object"}.get(kind, kind.__name__)
+    return {
+        str: "a string",
+        int: "an integer",
+        list: "a list",
+        bool: "true or false",
+        dict: "an object",
+    }.get(kind, kind.__name__)
 
 
 def api_login_required(view: Callable) -> Callable:

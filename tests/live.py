@@ -43,7 +43,9 @@ class WebProcess:
 
     def start(self) -> WebProcess:
         self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), "web", "--port", str(self.port)], cwd=REPO, env=self.env
+            [sys.executable, str(REPO / "manage.py"), "web", "--port", str(self.port)],
+            cwd=REPO,
+            env=self.env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -74,21 +76,35 @@ class WebProcess:
                 return float(line.split()[1])
         raise KeyError(name)
 
-    def client(self, username: str | None = None, password: str = "correct-horse-9") -> httpx.Client:
+    def client(
+        self, username: str | None = None, password: str = "correct-horse-9"
+    ) -> httpx.Client:
         """Return an httpx client, logged in as ``username`` if given."""
         client = httpx.Client(base_url=self.url, timeout=10)
         if username:
             token = client.get("/api/csrf").json()["csrf_token"]
-            resp = client.post("/api/login", json={"username": username, "password": password}, headers={"X-CSRFToken": token})
+            resp = client.post(
+                "/api/login",
+                json={"username": username, "password": password},
+                headers={"X-CSRFToken": token},
+            )
             assert resp.status_code == 200, resp.text
             client.headers["X-CSRFToken"] = client.get("/api/csrf").json()["csrf_token"]
         return client
 
 
-def read_events(client: httpx.Client, count: int, timeout: float = 10.0, headers: dict | None = None, params: dict | None = None):
+def read_events(
+    client: httpx.Client,
+    count: int,
+    timeout: float = 10.0,
+    headers: dict | None = None,
+    params: dict | None = None,
+):
     """Open the stream, return the first ``count`` events (heartbeat comments are skipped)."""
     events = []
-    with connect_sse(client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout) as source:
+    with connect_sse(
+        client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout
+    ) as source:
         source.response.raise_for_status()
         for sse in source.iter_sse():
             if sse.event == "message" and not sse.data:

@@ -17,7 +17,13 @@ from .live import WebProcess, collect_events, read_events
 
 @pytest.fixture(scope="module")
 def web(redis_url, database_url):
-    proc = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5", SSE_MAX_STREAMS_PER_USER="3", SSE_BUFFER_SIZE="20").start()
+    proc = WebProcess(
+        database_url,
+        redis_url,
+        SSE_HEARTBEAT_SECONDS="0.5",
+        SSE_MAX_STREAMS_PER_USER="3",
+        SSE_BUFFER_SIZE="20",
+    ).start()
     yield proc
     proc.stop()
 
@@ -56,7 +62,10 @@ def ask_and_answer(login_as, asker, answers: int, answerer_name: str = "bob"):
     qid = asker.post("/api/questions", {"title": "Streams?"}).get_json()["id"]
     answerer = login_as(answerer_name)
     for i in range(answers):
-        assert answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"}).status_code == 201
+        assert (
+            answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"}).status_code
+            == 201
+        )
     return qid
 
 
@@ -146,7 +155,11 @@ def test_resync_when_last_id_is_older_than_the_kept_history(web, login_as, r):
 
 @pytest.mark.parametrize(
     "where",
-    [{"params": {"last_event_id": "1-0\nevent: admin\n\ndata: forged"}}, {"headers": {"Last-Event-ID": "1-0 event: admin"}}, {"headers": {"Last-Event-ID": "9" * 60}}],
+    [
+        {"params": {"last_event_id": "1-0\nevent: admin\n\ndata: forged"}},
+        {"headers": {"Last-Event-ID": "1-0 event: admin"}},
+        {"headers": {"Last-Event-ID": "9" * 60}},
+    ],
 )
 def test_malformed_last_event_id_is_ignored_not_echoed(web, login_as, where):
     asker = login_as("ann")
@@ -233,7 +246,10 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
 
     login_as("slow"), login_as("fast")
     slow_client, fast_client = web.client("slow"), web.client("fast")
-    slow_id, fast_id = slow_client.get("/api/me").json()["id"], fast_client.get("/api/me").json()["id"]
+    slow_id, fast_id = (
+        slow_client.get("/api/me").json()["id"],
+        fast_client.get("/api/me").json()["id"],
+    )
     cookie = "; ".join(f"{k}={v}" for k, v in slow_client.cookies.items())
     # A client that sends its request and never reads a byte of the answer.
     sock = socket.create_connection(("127.0.0.1", web.port))
@@ -249,7 +265,9 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
         rc = bus.redis_client()
         for i in range(200):
             bus.push_live(rc, fast_id, ReadEvent(ids=[i], all=False, unread_count=i))
-            rc.publish(channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big}))
+            rc.publish(
+                channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big})
+            )
     fast_events = join()
     elapsed = time.monotonic() - started
     assert [json.loads(e.data)["ids"][0] for e in fast_events] == list(range(200))
@@ -267,7 +285,9 @@ def test_long_poll_returns_events_after_an_id(web, login_as):
     first = client.get("/api/notifications/poll", params={"timeout": 0}).json()
     assert first["events"] == [] and first["resync"] is False
     ask_and_answer(login_as, asker, 2)
-    got = client.get("/api/notifications/poll", params={"after": first["last_id"] or "0-0", "timeout": 5}).json()
+    got = client.get(
+        "/api/notifications/poll", params={"after": first["last_id"] or "0-0", "timeout": 5}
+    ).json()
     if first["last_id"] is None:
         assert got["resync"] is True  # no history yet -> refetch the inbox
     else:

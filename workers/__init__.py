@@ -30,8 +30,14 @@ def celery_init_app(app: Flask) -> Celery:
         broker_transport_options={"visibility_timeout": 300},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "relay-outbox": {"task": "workers.relay_outbox", "schedule": app.config["OUTBOX_RELAY_SECONDS"]},
-            "ingest-external": {"task": "workers.ingest_external", "schedule": app.config["INGEST_POLL_SECONDS"]},
+            "relay-outbox": {
+                "task": "workers.relay_outbox",
+                "schedule": app.config["OUTBOX_RELAY_SECONDS"],
+            },
+            "ingest-external": {
+                "task": "workers.ingest_external",
+                "schedule": app.config["INGEST_POLL_SECONDS"],
+            },
         },
     )
     celery.set_default()

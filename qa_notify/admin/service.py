@@ -14,7 +14,9 @@ class BroadcastError(ValueError):
     """A broadcast that cannot be sent; the message says why."""
 
 
-def send_broadcast(author: User | None, message: str, role: str | None, max_length: int) -> Broadcast:
+def send_broadcast(
+    author: User | None, message: str, role: str | None, max_length: int
+) -> Broadcast:
     """Store a broadcast and emit it to all users (or one role), except its author."""
     message = message.strip()
     if not message:
@@ -26,7 +28,9 @@ def send_broadcast(author: User | None, message: str, role: str | None, max_leng
     broadcast = Broadcast(message=message, role=role, author=author)
     db.session.add(broadcast)
     db.session.flush()
-    event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
+    event = BroadcastEvent(
+        broadcast_id=broadcast.id, message=message, author=author.username if author else "system"
+    )
     audience = {"kind": "everyone", "role": role} if role else {"kind": "everyone"}
     outbox = emit(event, audience, actor_id=author.id if author else None)
     broadcast.outbox_id = outbox.id

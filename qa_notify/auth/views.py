@@ -9,7 +9,15 @@ from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from . import bp
-from .service import MAX_PASSWORD, MIN_PASSWORD, AccountError, authenticate, end_session, register_user, start_session
+from .service import (
+    MAX_PASSWORD,
+    MIN_PASSWORD,
+    AccountError,
+    authenticate,
+    end_session,
+    register_user,
+    start_session,
+)
 
 
 class LoginForm(FlaskForm):
@@ -24,8 +32,12 @@ class RegisterForm(FlaskForm):
     """A new account."""
 
     username = StringField("Username", validators=[DataRequired(), Length(min=3, max=40)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD)])
-    confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+    password = PasswordField(
+        "Password", validators=[DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD)]
+    )
+    confirm = PasswordField(
+        "Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")]
+    )
 
 
 class LogoutForm(FlaskForm):

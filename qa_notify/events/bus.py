@@ -89,15 +89,21 @@ def redis_client_or_none() -> redis.Redis | None:
     return current_app.extensions.get("qa_redis")
 
 
-def make_redis(url: str, max_connections: int = 4) -> redis.Redis:
+def make_redis(url: str, max_connections: int = 2) -> redis.Redis:
     """Create a Redis client with a bounded, blocking connection pool."""
     pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=20, decode_responses=True, health_check_interval=30
+        url,
+        max_connections=max_connections,
+        timeout=20,
+        decode_responses=True,
+        health_check_interval=30,
     )
     return redis.Redis(connection_pool=pool)
 
 
-def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]) -> int:
+def push_notifications(
+    r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]
+) -> int:
     """Push one event to many users: ``recipients`` is (user_id, notification_id) pairs.
 
     Return how many were pushed now (those already pushed by an earlier try are skipped).
@@ -108,7 +114,13 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
     pushed = 0
     for start in range(0, len(recipients), SCRIPT_CHUNK):
         keys: list[str] = []
-        args: list = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
+        args: list = [
+            event_type,
+            data,
+            cfg["USER_STREAM_MAXLEN"],
+            cfg["USER_STREAM_TTL_SECONDS"],
+            MARKER_TTL_SECONDS,
+        ]
         for user_id, notification_id in recipients[start : start + SCRIPT_CHUNK]:
             keys += [channels.user_stream(user_id), channels.delivered_marker(notification_id)]
             args += [channels.user_channel(user_id), int(notification_id)]
@@ -123,17 +135,32 @@ def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
     script = r.register_script(_PUSH_LUA)
     return script(
         keys=[channels.user_stream(user_id)],
-        args=[event_type_of(event), data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], channels.user_channel(user_id)],
+        args=[
+            event_type_of(event),
+            data,
+            cfg["USER_STREAM_MAXLEN"],
+            cfg["USER_STREAM_TTL_SECONDS"],
+            channels.user_channel(user_id),
+        ],
     )
 
 
-def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: str | None = None) -> None:
+def close_user_streams(
+    r: redis.Redis, user_id: int, reason: str, session_id: str | None = None
+) -> None:
     """Ask every web process to close ``user_id``'s open streams (of one session, if given)."""
-    message = {"action": "close", "user_id": int(user_id), "reason": reason, "session_id": session_id}
+    message = {
+        "action": "close",
+        "user_id": int(user_id),
+        "reason": reason,
+        "session_id": session_id,
+    }
     try:
         r.publish(channels.CONTROL_CHANNEL, json.dumps(message))
     except redis.RedisError:
-        log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
+        log.warning(
+            "could not ask web processes to close streams of user %s", user_id, exc_info=True
+        )
 
 
 def parse_live_message(message: str) -> StreamEvent:
@@ -166,5 +193,8 @@ def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
     if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
         return Backlog([], True, newest_id or last_id)
     entries = r.xrange(key, min="(" + last_id)
-    events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
+    events = [
+        StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}"))
+        for eid, fields in entries
+    ]
     return Backlog(events, False, events[-1].id if events else last_id)

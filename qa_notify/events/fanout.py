@@ -33,7 +33,13 @@ def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
     """Store and push ``event`` for ``user_ids``; return how many were pushed live now."""
     now = utcnow()
     rows = [
-        {"user_id": uid, "outbox_id": event.id, "event_type": event.event_type, "payload": event.payload, "created_at": now}
+        {
+            "user_id": uid,
+            "outbox_id": event.id,
+            "event_type": event.event_type,
+            "payload": event.payload,
+            "created_at": now,
+        }
         for uid in user_ids
     ]
     db.session.execute(_insert_ignoring_duplicates(), rows)
@@ -43,7 +49,9 @@ def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
         .where(Notification.outbox_id == event.id, Notification.user_id.in_(user_ids))
         .order_by(Notification.user_id)
     ).all()
-    return bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
+    return bus.push_notifications(
+        bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs]
+    )
 
 
 def fan_out(outbox_id: int) -> int:
@@ -64,7 +72,12 @@ def fan_out(outbox_id: int) -> int:
         event.attempts += 1
         db.session.commit()
         reached = 0
-        batches = recipient_batches(event.audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
+        batches = recipient_batches(
+            event.audience,
+            event.event_type,
+            event.actor_id,
+            current_app.config["FANOUT_BATCH_SIZE"],
+        )
         for user_ids in batches:
             deliver_batch(event, user_ids)
             reached += len(user_ids)

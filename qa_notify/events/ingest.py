@@ -96,8 +96,12 @@ def ingest_pending() -> int:
     r = bus.redis_client()
     _ensure_group(r)
     consumer = _consumer_name()
-    _, claimed, *_ = r.xautoclaim(channels.INGEST_STREAM, channels.INGEST_GROUP, consumer, RECLAIM_IDLE_MS, count=READ_BATCH)
-    fresh = r.xreadgroup(channels.INGEST_GROUP, consumer, {channels.INGEST_STREAM: ">"}, count=READ_BATCH)
+    _, claimed, *_ = r.xautoclaim(
+        channels.INGEST_STREAM, channels.INGEST_GROUP, consumer, RECLAIM_IDLE_MS, count=READ_BATCH
+    )
+    fresh = r.xreadgroup(
+        channels.INGEST_GROUP, consumer, {channels.INGEST_STREAM: ">"}, count=READ_BATCH
+    )
     entries = list(claimed) + [e for _, stream_entries in fresh for e in stream_entries]
     accepted = 0
     for entry_id, fields in entries:
@@ -117,7 +121,16 @@ def _accept(r: redis.Redis, entry_id: str, fields: dict) -> int:
         ok = 1
     except EnvelopeError as exc:
         db.session.rollback()
-        r.xadd(channels.DEAD_LETTER_STREAM, {"reason": str(exc), "entry_id": entry_id, "envelope": (raw or "")[:MAX_ENVELOPE_BYTES]}, maxlen=10_000, approximate=True)
+        r.xadd(
+            channels.DEAD_LETTER_STREAM,
+            {
+                "reason": str(exc),
+                "entry_id": entry_id,
+                "envelope": (raw or "")[:MAX_ENVELOPE_BYTES],
+            },
+            maxlen=10_000,
+            approximate=True,
+        )
         log.warning("ingest entry %s rejected: %s", entry_id, exc)
         ok = 0
     r.xack(channels.INGEST_STREAM, channels.INGEST_GROUP, entry_id)

@@ -28,7 +28,12 @@ def emit(event: Event, audience: dict, actor_id: int | None = None) -> OutboxEve
     "question_id": 3}``; ``events.recipients`` turns it into user ids. ``actor_id`` is
     never notified of their own action.
     """
-    row = OutboxEvent(event_type=event_type_of(event), payload=event.payload(), audience=audience, actor_id=actor_id)
+    row = OutboxEvent(
+        event_type=event_type_of(event),
+        payload=event.payload(),
+        audience=audience,
+        actor_id=actor_id,
+    )
     db.session.add(row)
     db.session.flush()
     db.session.info.setdefault(_PENDING_KEY, []).append(row.id)
@@ -44,7 +49,9 @@ def enqueue_fan_out(outbox_ids: list[int]) -> None:
         try:
             task.apply_async(args=[outbox_id], retry=False)
         except Exception:  # the broker being away must never fail the user's request
-            log.warning("could not enqueue outbox %s now; the relay will retry", outbox_id, exc_info=True)
+            log.warning(
+                "could not enqueue outbox %s now; the relay will retry", outbox_id, exc_info=True
+            )
 
 
 def _after_commit(session: Session) -> None:

@@ -11,7 +11,15 @@ from collections.abc import Iterator
 from sqlalchemy import Select, select, union
 
 from ..extensions import db
-from ..models import MutedType, Question, QuestionFollow, TopicFollow, User, UserFollow, question_topics
+from ..models import (
+    MutedType,
+    Question,
+    QuestionFollow,
+    TopicFollow,
+    User,
+    UserFollow,
+    question_topics,
+)
 
 AUDIENCE_KINDS = ("new_question", "new_answer", "everyone", "users")
 
@@ -27,12 +35,18 @@ def _candidates(audience: dict) -> Select:
         qid = int(audience["question_id"])
         topic_ids = select(question_topics.c.topic_id).where(question_topics.c.question_id == qid)
         author_id = select(Question.author_id).where(Question.id == qid).scalar_subquery()
-        by_topic = select(TopicFollow.user_id.label("user_id")).where(TopicFollow.topic_id.in_(topic_ids))
-        by_author = select(UserFollow.follower_id.label("user_id")).where(UserFollow.followed_id == author_id)
+        by_topic = select(TopicFollow.user_id.label("user_id")).where(
+            TopicFollow.topic_id.in_(topic_ids)
+        )
+        by_author = select(UserFollow.follower_id.label("user_id")).where(
+            UserFollow.followed_id == author_id
+        )
         return union(by_topic, by_author)
     if kind == "new_answer":
         qid = int(audience["question_id"])
-        followers = select(QuestionFollow.user_id.label("user_id")).where(QuestionFollow.question_id == qid)
+        followers = select(QuestionFollow.user_id.label("user_id")).where(
+            QuestionFollow.question_id == qid
+        )
         author = select(Question.author_id.label("user_id")).where(Question.id == qid)
         return union(followers, author)
     if kind == "everyone":
@@ -46,7 +60,9 @@ def _candidates(audience: dict) -> Select:
     raise AudienceError(f"unknown audience kind {kind!r}")
 
 
-def recipient_batches(audience: dict, event_type: str, exclude_user_id: int | None, batch_size: int) -> Iterator[list[int]]:
+def recipient_batches(
+    audience: dict, event_type: str, exclude_user_id: int | None, batch_size: int
+) -> Iterator[list[int]]:
     """Yield the recipients' user ids in ascending batches: no duplicates, no actor, no muters."""
     candidates = _candidates(audience).subquery()
     muted = select(MutedType.user_id).where(MutedType.event_type == event_type)
@@ -56,7 +72,11 @@ def recipient_batches(audience: dict, event_type: str, exclude_user_id: int | No
     after = 0
     while True:
         batch = list(
-            db.session.scalars(base.where(candidates.c.user_id > after).order_by(candidates.c.user_id).limit(batch_size))
+            db.session.scalars(
+                base.where(candidates.c.user_id > after)
+                .order_by(candidates.c.user_id)
+                .limit(batch_size)
+            )
         )
         if not batch:
             return

@@ -56,8 +56,13 @@ def api_mark_read():
         ids = None
     else:
         ids = field(data, "ids", list)
-        if len(ids) > MAX_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise APIError(422, f"'ids' must be a list of at most {MAX_IDS} integers, or send {{\"all\": true}}")
+        if len(ids) > MAX_IDS or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in ids
+        ):
+            raise APIError(
+                422,
+                f"'ids' must be a list of at most {MAX_IDS} integers, or send {{\"all\": true}}",
+            )
     changed, count = mark_read(current_user.id, ids)
     return jsonify(marked=changed, unread_count=count)
 

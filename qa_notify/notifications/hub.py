@@ -30,7 +30,16 @@ GAP = object()
 class Subscription:
     """One open stream's mailbox: the hub pushes, the stream waits and drains."""
 
-    __slots__ = ("user_id", "session_id", "_items", "_ready", "limit", "closed", "close_reason", "owner")
+    __slots__ = (
+        "user_id",
+        "session_id",
+        "_items",
+        "_ready",
+        "limit",
+        "closed",
+        "close_reason",
+        "owner",
+    )
 
     def __init__(self, user_id: int, session_id: str | None, limit: int) -> None:
         self.user_id = user_id
@@ -160,7 +169,9 @@ class Hub:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="qa-notify-hub", daemon=True)
+                    self._thread = threading.Thread(
+                        target=self._run, name="qa-notify-hub", daemon=True
+                    )
                     self._thread.start()
 
     def _run(self) -> None:
@@ -188,13 +199,15 @@ class Hub:
             self._commands.clear()
             for user_id in self._subs:
                 self._commands.append(("SUBSCRIBE", channels.user_channel(user_id)))
-            for user_id, subs in self._subs.items():
+            for subs in self._subs.values():
                 for sub in subs:
                     sub.push(GAP)
 
     def _listen(self) -> None:
         # RESP2: pub/sub replies as plain arrays (redis-py 8 speaks RESP3 by default).
-        conn = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True, protocol=2).make_connection()
+        conn = redis.ConnectionPool.from_url(
+            self.redis_url, socket_keepalive=True, protocol=2
+        ).make_connection()
         conn.connect()
         try:
             conn.send_command("SUBSCRIBE", channels.CONTROL_CHANNEL)
@@ -246,7 +259,11 @@ class Hub:
         try:
             message = json.loads(payload)
             if message.get("action") == "close":
-                self.close_user(int(message["user_id"]), str(message.get("reason", "closed")), message.get("session_id"))
+                self.close_user(
+                    int(message["user_id"]),
+                    str(message.get("reason", "closed")),
+                    message.get("session_id"),
+                )
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed control message: %r", payload[:200])
 

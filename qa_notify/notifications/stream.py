@@ -28,7 +28,9 @@ def get_hub() -> Hub:
     """Return this process's hub, creating it on first use."""
     hub = current_app.extensions.get("qa_hub")
     if hub is None:
-        hub = current_app.extensions["qa_hub"] = Hub(current_app.config["REDIS_URL"], current_app.config["SSE_BUFFER_SIZE"])
+        hub = current_app.extensions["qa_hub"] = Hub(
+            current_app.config["REDIS_URL"], current_app.config["SSE_BUFFER_SIZE"]
+        )
     return hub
 
 
@@ -78,7 +80,14 @@ def _resync_frame(last_id: str | None) -> bytes:
     return sse.format_event(json.dumps({"reason": "history_gap"}), event=RESYNC, id=last_id)
 
 
-def _event_stream(hub: Hub, sub: Subscription, r: redis.Redis, backlog: bus.Backlog, retry_ms: int, heartbeat: float):
+def _event_stream(
+    hub: Hub,
+    sub: Subscription,
+    r: redis.Redis,
+    backlog: bus.Backlog,
+    retry_ms: int,
+    heartbeat: float,
+):
     """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats."""
     try:
         import gevent
@@ -98,7 +107,9 @@ def _event_stream(hub: Hub, sub: Subscription, r: redis.Redis, backlog: bus.Back
             items = sub.wait(heartbeat)
             if sub.closed:
                 if sub.close_reason not in ("overflow", "shutdown"):
-                    yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
+                    yield sse.format_event(
+                        json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED
+                    )
                 return
             if not items:
                 yield sse.format_comment("heartbeat")

@@ -74,14 +74,23 @@ def api_question(question_id: int):
 def api_answer(question_id: int):
     """Answer a question."""
     question = _get_or_404(Question, question_id, "question")
-    answer = _qa_call(post_answer, current_user._get_current_object(), question, field(json_body(), "body"))
+    answer = _qa_call(
+        post_answer, current_user._get_current_object(), question, field(json_body(), "body")
+    )
     return jsonify(answer.to_dict()), 201
 
 
-FOLLOW_TARGETS = {"questions": ("question", Question), "topics": ("topic", Topic), "users": ("user", User)}
+FOLLOW_TARGETS = {
+    "questions": ("question", Question),
+    "topics": ("topic", Topic),
+    "users": ("user", User),
+}
 
 
-@bp.route("/api/<any(questions, topics, users):collection>/<int:target_id>/follow", methods=["POST", "DELETE"])
+@bp.route(
+    "/api/<any(questions, topics, users):collection>/<int:target_id>/follow",
+    methods=["POST", "DELETE"],
+)
 @api_login_required
 def api_follow(collection: str, target_id: int):
     """Follow (POST) or unfollow (DELETE) a question, topic or user."""
@@ -89,7 +98,9 @@ def api_follow(collection: str, target_id: int):
 
     kind, model = FOLLOW_TARGETS[collection]
     _get_or_404(model, target_id, kind)
-    following = _qa_call(set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST")
+    following = _qa_call(
+        set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST"
+    )
     return jsonify({"following": following, kind: target_id})
 
 
