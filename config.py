@@ -53,6 +53,13 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None
     WTF_CSRF_HEADERS = ["X-CSRFToken", "X-CSRF-Token"]
 
+    # Rate limits (Flask-Limiter syntax), counted in Redis across web processes.
+    # On in production; off on a laptop and in tests unless RATELIMIT_ENABLED=1.
+    RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "0") == "1"
+    LOGIN_RATE_LIMIT = os.environ.get("LOGIN_RATE_LIMIT", "10 per minute")
+    REGISTER_RATE_LIMIT = os.environ.get("REGISTER_RATE_LIMIT", "5 per minute")
+    POST_RATE_LIMIT = os.environ.get("POST_RATE_LIMIT", "30 per minute")
+
     # Notification delivery.
     SSE_RETRY_MS = _env_int("SSE_RETRY_MS", 2000)
     SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
@@ -89,6 +96,7 @@ class ProductionConfig(Config):
     """Production: external PostgreSQL and Redis, secure cookies, a real secret."""
 
     ENV_NAME = "production"
+    RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "1") == "1"
     SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "1") == "1"
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
 

@@ -20,6 +20,7 @@ def create_app(config: dict | str | None = None) -> Flask:
     load_config(app, config)
     register_extensions(app)
     register_blueprints(app)
+    register_rate_limits(app)
     register_errorhandlers(app)
     register_security_headers(app)
     register_commands(app)
@@ -85,6 +86,13 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (auth_bp, qa_bp, notifications_bp, admin_bp):
         app.register_blueprint(blueprint)
+
+
+def register_rate_limits(app: Flask) -> None:
+    """Limit logins, sign-ups and posting (policy in ``ratelimits``)."""
+    from .ratelimits import apply_rate_limits
+
+    apply_rate_limits(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -293,3 +293,24 @@ def test_long_poll_returns_events_after_an_id(web, login_as):
     else:
         assert [e["type"] for e in got["events"]] == ["new_answers", "new_answers"]
     assert client.get("/api/notifications/poll", params={"after": "nonsense"}).status_code == 400
+
+
+def test_sigterm_ends_streams_promptly_so_browsers_reconnect_elsewhere(redis_url, database_url, login_as):
+    login_as("ann")
+    proc = WebProcess(database_url, redis_url).start()
+    try:
+        client = proc.client("ann")
+        join = in_background(collect_events, client, 20.0)
+        wait_for_streams(proc, 1)
+        started = time.monotonic()
+        proc.process.terminate()
+        events = join(timeout=15)
+        closed_after = time.monotonic() - started
+        proc.process.wait(10)
+        # Without closing streams on shutdown the server would wait its 5 s stop timeout.
+        assert closed_after < 2.5
+        assert proc.process.returncode is not None
+        # A shutdown is not a sign-out: the page must reconnect, so no server_closed.
+        assert [e.event for e in events] == []
+    finally:
+        proc.kill()
