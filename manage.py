@@ -47,14 +47,13 @@ def web(host: str, port: int) -> None:
     """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
     from gevent.pywsgi import WSGIServer
 
-    from qa_notify.notifications.stream import get_hub
+    from qa_notify.notifications.stream import close_all_streams
 
     app = create_app()
     server = WSGIServer((host, port), app, log=None, error_log="default")
 
     def stop(*_):
-        with app.app_context():
-            get_hub().shutdown()
+        close_all_streams(app)
         server.stop(timeout=5)
 
     import gevent

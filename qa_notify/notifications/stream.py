@@ -134,3 +134,10 @@ def _event_stream(
         log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id)
     finally:
         hub.detach(sub)
+
+
+def close_all_streams(app) -> None:
+    """End every open stream of this process (on shutdown): browsers reconnect elsewhere."""
+    hub = app.extensions.get("qa_hub")
+    if hub is not None:
+        hub.shutdown()

@@ -1,0 +1,29 @@
+"""gunicorn settings for qa_notify's web processes: ``gunicorn 'qa_notify:create_app()'``.
+
+gevent workers hold thousands of open streams each; gunicorn's default of 1,000
+connections per worker would cap them, hence ``worker_connections``.
+"""
+
+import os
+import signal
+
+bind = os.environ.get("BIND", "127.0.0.1:8000")
+worker_class = "gevent"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
+graceful_timeout = 10
+keepalive = 75
+
+
+def post_worker_init(worker):
+    """On SIGTERM, end this worker's streams at once so browsers reconnect to another one."""
+    from qa_notify.notifications.stream import close_all_streams
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        close_all_streams(worker.wsgi)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
