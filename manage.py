@@ -65,9 +65,7 @@ def web(host: str, port: int) -> None:
 
 
 @cli.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option(
-    "--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller"
-)
+@click.option("--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller")
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
 @click.option("--loglevel", "-l", default="info", show_default=True)
 @click.pass_context
@@ -137,9 +135,7 @@ def run(host: str, port: int, seed: bool) -> None:
                 cwd=HERE,
             )
         )
-        click.echo(
-            f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True
-        )
+        click.echo(f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True)
         _supervise(children)
     finally:
         _stop_all(children)

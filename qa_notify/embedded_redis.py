@@ -90,9 +90,7 @@ class EmbeddedRedis:
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"valkey-server exited at start; see {self.data_dir / 'valkey.log'}"
-                )
+                raise RuntimeError(f"valkey-server exited at start; see {self.data_dir / 'valkey.log'}")
             try:
                 if client.ping():
                     client.close()

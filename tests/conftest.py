@@ -34,10 +34,7 @@ def redis_url(tmp_path_factory):
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """DATABASE_URL if set, else a SQLite file (shared by the web processes some tests start)."""
-    return (
-        os.environ.get("DATABASE_URL")
-        or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
-    )
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
 
 
 @pytest.fixture

@@ -76,9 +76,7 @@ class WebProcess:
                 return float(line.split()[1])
         raise KeyError(name)
 
-    def client(
-        self, username: str | None = None, password: str = "correct-horse-9"
-    ) -> httpx.Client:
+    def client(self, username: str | None = None, password: str = "correct-horse-9") -> httpx.Client:
         """Return an httpx client, logged in as ``username`` if given."""
         client = httpx.Client(base_url=self.url, timeout=10)
         if username:
@@ -102,9 +100,7 @@ def read_events(
 ):
     """Open the stream, return the first ``count`` events (heartbeat comments are skipped)."""
     events = []
-    with connect_sse(
-        client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout
-    ) as source:
+    with connect_sse(client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout) as source:
         source.response.raise_for_status()
         for sse in source.iter_sse():
             if sse.event == "message" and not sse.data:

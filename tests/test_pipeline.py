@@ -16,9 +16,7 @@ from qa_notify.models import Notification, OutboxEvent, QuestionFollow, Topic, U
 
 def inbox_types(app, user_id: int) -> list[tuple[str, dict]]:
     with app.app_context():
-        rows = db.session.scalars(
-            select(Notification).where(Notification.user_id == user_id).order_by(Notification.id)
-        )
+        rows = db.session.scalars(select(Notification).where(Notification.user_id == user_id).order_by(Notification.id))
         return [(n.event_type, n.payload) for n in rows]
 
 
@@ -35,12 +33,8 @@ def make_topic(app, name: str) -> int:
 
 
 def test_new_answer_reaches_author_and_followers_but_not_answerer(app, r, login_as):
-    asker, follower, answerer, stranger = (
-        login_as(n) for n in ("asker", "follower", "answerer", "stranger")
-    )
-    qid = asker.post("/api/questions", {"title": "How do streams work?", "body": "?"}).get_json()[
-        "id"
-    ]
+    asker, follower, answerer, stranger = (login_as(n) for n in ("asker", "follower", "answerer", "stranger"))
+    qid = asker.post("/api/questions", {"title": "How do streams work?", "body": "?"}).get_json()["id"]
     assert follower.post(f"/api/questions/{qid}/follow").status_code == 200
     resp = answerer.post(f"/api/questions/{qid}/answers", {"body": "Like this:\nline two"})
     assert resp.status_code == 201
@@ -61,23 +55,20 @@ def test_new_answer_reaches_author_and_followers_but_not_answerer(app, r, login_
 def test_new_question_reaches_topic_and_author_followers_once(app, r, login_as):
     tid = make_topic(app, "redis")
     author, mod, fan, both = (
-        login_as(n, role)
-        for n, role in (("author", "user"), ("mod", "moderator"), ("fan", "user"), ("both", "user"))
+        login_as(n, role) for n, role in (("author", "user"), ("mod", "moderator"), ("fan", "user"), ("both", "user"))
     )
     assert mod.post(f"/api/topics/{tid}/follow").status_code == 200
     assert fan.post(f"/api/users/{author.user_id}/follow").status_code == 200
     assert both.post(f"/api/topics/{tid}/follow").status_code == 200
     assert both.post(f"/api/users/{author.user_id}/follow").status_code == 200
 
-    qid = author.post(
-        "/api/questions", {"title": "Pub/sub or streams?", "body": "", "topics": ["redis"]}
-    ).get_json()["id"]
+    qid = author.post("/api/questions", {"title": "Pub/sub or streams?", "body": "", "topics": ["redis"]}).get_json()[
+        "id"
+    ]
 
     for client in (mod, fan, both):
         events = inbox_types(app, client.user_id)
-        assert [(t, p["question_id"], p["topics"]) for t, p in events] == [
-            ("new_question", qid, ["redis"])
-        ]
+        assert [(t, p["question_id"], p["topics"]) for t, p in events] == [("new_question", qid, ["redis"])]
         assert len(stream_entries(r, client.user_id)) == 1
     assert inbox_types(app, author.user_id) == []
 
@@ -86,9 +77,7 @@ def test_muted_type_is_not_delivered(app, login_as):
     asker, muter = login_as("asker"), login_as("muter")
     qid = asker.post("/api/questions", {"title": "Q"}).get_json()["id"]
     muter.post(f"/api/questions/{qid}/follow")
-    assert muter.put("/api/preferences", {"muted": ["new_answers"]}).get_json()["muted"] == [
-        "new_answers"
-    ]
+    assert muter.put("/api/preferences", {"muted": ["new_answers"]}).get_json()["muted"] == ["new_answers"]
     login_as("answerer").post(f"/api/questions/{qid}/answers", {"body": "A"})
     assert inbox_types(app, muter.user_id) == []
     assert [t for t, _ in inbox_types(app, asker.user_id)] == ["new_answers"]
@@ -106,9 +95,7 @@ def test_rolled_back_question_notifies_nobody(app, r, login_as, make_user):
         question = Question(title="Doomed", body="", author_id=author.id)
         db.session.add(question)
         db.session.flush()
-        event = NewQuestion(
-            question_id=question.id, title="Doomed", topics=[], author="author", url="/"
-        )
+        event = NewQuestion(question_id=question.id, title="Doomed", topics=[], author="author", url="/")
         emit(event, {"kind": "new_question", "question_id": question.id}, actor_id=author.id)
         db.session.rollback()
         # A later, unrelated commit must not send the rolled-back event either.
@@ -124,18 +111,14 @@ def test_broker_down_at_commit_then_relay_delivers_once(app_config, app, r, make
 
     asker = make_user("asker")
     follower = make_user("follower")
-    down = create_app(
-        {**app_config, "CELERY_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
-    )
+    down = create_app({**app_config, "CELERY_ALWAYS_EAGER": False, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"})
     with down.test_request_context():
         from qa_notify.qa.service import ask_question, post_answer
 
         question = ask_question(db.session.get(User, asker.id), "Broker away", "", [])
         db.session.add(QuestionFollow(user_id=follower.id, question_id=question.id))
         db.session.commit()
-        post_answer(
-            db.session.get(User, follower.id), question, "answered while the broker is down"
-        )
+        post_answer(db.session.get(User, follower.id), question, "answered while the broker is down")
         pending = db.session.scalar(
             select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))
         )
@@ -165,9 +148,7 @@ def test_same_task_twice_delivers_once(app, r, login_as):
     login_as("answerer").post(f"/api/questions/{qid}/answers", {"body": "once"})
     task = app.extensions["celery"].tasks["workers.fan_out_event"]
     with app.app_context():
-        outbox_id = db.session.scalar(
-            select(OutboxEvent.id).where(OutboxEvent.event_type == "new_answers")
-        )
+        outbox_id = db.session.scalar(select(OutboxEvent.id).where(OutboxEvent.event_type == "new_answers"))
         # Pretend the first run died before marking the row delivered.
         db.session.execute(update(OutboxEvent).values(delivered_at=None))
         db.session.commit()
@@ -187,9 +168,7 @@ def test_ten_thousand_followers_all_reached(app, r, login_as):
             [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(10_000)],
         )
         ids = db.session.scalars(select(User.id).where(User.username.like("f%"))).all()
-        db.session.execute(
-            insert(QuestionFollow), [{"user_id": i, "question_id": qid} for i in ids]
-        )
+        db.session.execute(insert(QuestionFollow), [{"user_id": i, "question_id": qid} for i in ids])
         db.session.commit()
     login_as("answerer").post(f"/api/questions/{qid}/answers", {"body": "for everyone"})
     with app.app_context():
@@ -231,18 +210,12 @@ def test_inbox_pages_newest_first(app, login_as):
 def test_admin_broadcast_reaches_role_and_counts_reach(app, login_as):
     admin = login_as("root", "admin")
     mod, user = login_as("mod", "moderator"), login_as("member")
-    resp = admin.post(
-        "/api/admin/broadcast", {"message": "Moderators: new rules", "role": "moderator"}
-    )
+    resp = admin.post("/api/admin/broadcast", {"message": "Moderators: new rules", "role": "moderator"})
     assert resp.status_code == 202
     bid = resp.get_json()["broadcast_id"]
-    assert [(t, p["message"]) for t, p in inbox_types(app, mod.user_id)] == [
-        ("broadcast", "Moderators: new rules")
-    ]
+    assert [(t, p["message"]) for t, p in inbox_types(app, mod.user_id)] == [("broadcast", "Moderators: new rules")]
     assert inbox_types(app, user.user_id) == []
-    everyone = admin.post("/api/admin/broadcast", {"message": "Hello all"}).get_json()[
-        "broadcast_id"
-    ]
+    everyone = admin.post("/api/admin/broadcast", {"message": "Hello all"}).get_json()["broadcast_id"]
     history = {b["id"]: b for b in admin.get("/api/admin/broadcasts").get_json()["broadcasts"]}
     assert history[bid]["reached"] == 1
     assert history[everyone]["reached"] == 2  # everyone but the admin who sent it
@@ -267,17 +240,11 @@ def test_external_producer_envelope_is_delivered_and_bad_ones_dead_lettered(app,
     alice = make_user("alice")
     r.xadd(
         channels.INGEST_STREAM,
-        {
-            "envelope": json.dumps(
-                {"user": "alice", "type": "deploy", "payload": {"text": "v2 is out"}}
-            )
-        },
+        {"envelope": json.dumps({"user": "alice", "type": "deploy", "payload": {"text": "v2 is out"}})},
     )
     r.xadd(channels.INGEST_STREAM, {"envelope": "{not json"})
     r.xadd(channels.INGEST_STREAM, {"envelope": json.dumps({"user": "nobody", "type": "deploy"})})
-    r.xadd(
-        channels.INGEST_STREAM, {"envelope": json.dumps({"user": "alice", "type": "server_closed"})}
-    )
+    r.xadd(channels.INGEST_STREAM, {"envelope": json.dumps({"user": "alice", "type": "server_closed"})})
     r.xadd(channels.INGEST_STREAM, {"other": "field"})
     accepted = app.extensions["celery"].tasks["workers.ingest_external"].apply().get()
     assert accepted == 1

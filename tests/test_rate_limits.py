@@ -13,7 +13,9 @@ from .conftest import APIClient
 @pytest.fixture
 def limited_app(app_config, app):
     """The app with small limits switched on (the shared database is already empty)."""
-    limited = create_app({**app_config, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "3 per minute", "POST_RATE_LIMIT": "2 per minute"})
+    limited = create_app(
+        {**app_config, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "3 per minute", "POST_RATE_LIMIT": "2 per minute"}
+    )
     yield limited
     with limited.app_context():
         db.engine.dispose()
@@ -22,7 +24,9 @@ def limited_app(app_config, app):
 def test_login_attempts_are_limited_per_address(limited_app, make_user):
     make_user("ann")
     client = APIClient(limited_app.test_client())
-    statuses = [client.post("/api/login", {"username": "ann", "password": "wrong-password"}).status_code for _ in range(4)]
+    statuses = [
+        client.post("/api/login", {"username": "ann", "password": "wrong-password"}).status_code for _ in range(4)
+    ]
     assert statuses == [401, 401, 401, 429]
     resp = client.post("/api/login", {"username": "ann", "password": "correct-horse-9"})
     assert resp.status_code == 429

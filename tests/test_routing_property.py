@@ -29,9 +29,7 @@ scenario = st.fixed_dictionaries(
     {
         "topic_follows": st.sets(st.tuples(users_, st.integers(0, N_TOPICS - 1))),
         "user_follows": st.sets(st.tuples(users_, users_).filter(lambda p: p[0] != p[1])),
-        "mutes": st.dictionaries(
-            users_, st.sets(st.sampled_from(["new_question", "new_answers"]), min_size=1)
-        ),
+        "mutes": st.dictionaries(users_, st.sets(st.sampled_from(["new_question", "new_answers"]), min_size=1)),
         "actions": actions,
     }
 )
@@ -91,16 +89,12 @@ def test_every_inbox_is_exactly_the_expected_set(app, s):
         r = redis.Redis.from_url(app.config["REDIS_URL"], decode_responses=True)
         for i, user in enumerate(users):
             rows = db.session.scalars(
-                select(Notification)
-                .where(Notification.user_id == user.id)
-                .order_by(Notification.id)
+                select(Notification).where(Notification.user_id == user.id).order_by(Notification.id)
             )
             got = [
                 (
                     n.event_type,
-                    n.payload.get("question_id")
-                    if n.event_type == "new_question"
-                    else n.payload["answer_id"],
+                    n.payload.get("question_id") if n.event_type == "new_question" else n.payload["answer_id"],
                 )
                 for n in rows
             ]

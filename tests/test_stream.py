@@ -62,10 +62,7 @@ def ask_and_answer(login_as, asker, answers: int, answerer_name: str = "bob"):
     qid = asker.post("/api/questions", {"title": "Streams?"}).get_json()["id"]
     answerer = login_as(answerer_name)
     for i in range(answers):
-        assert (
-            answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"}).status_code
-            == 201
-        )
+        assert answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"}).status_code == 201
     return qid
 
 
@@ -265,9 +262,7 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
         rc = bus.redis_client()
         for i in range(200):
             bus.push_live(rc, fast_id, ReadEvent(ids=[i], all=False, unread_count=i))
-            rc.publish(
-                channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big})
-            )
+            rc.publish(channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big}))
     fast_events = join()
     elapsed = time.monotonic() - started
     assert [json.loads(e.data)["ids"][0] for e in fast_events] == list(range(200))
@@ -285,9 +280,7 @@ def test_long_poll_returns_events_after_an_id(web, login_as):
     first = client.get("/api/notifications/poll", params={"timeout": 0}).json()
     assert first["events"] == [] and first["resync"] is False
     ask_and_answer(login_as, asker, 2)
-    got = client.get(
-        "/api/notifications/poll", params={"after": first["last_id"] or "0-0", "timeout": 5}
-    ).json()
+    got = client.get("/api/notifications/poll", params={"after": first["last_id"] or "0-0", "timeout": 5}).json()
     if first["last_id"] is None:
         assert got["resync"] is True  # no history yet -> refetch the inbox
     else:
@@ -314,3 +307,20 @@ def test_sigterm_ends_streams_promptly_so_browsers_reconnect_elsewhere(redis_url
         assert [e.event for e in events] == []
     finally:
         proc.kill()
+
+
+def test_stream_cap_holds_across_web_processes(web, redis_url, database_url, login_as):
+    login_as("ann")
+    other = WebProcess(database_url, redis_url, SSE_MAX_STREAMS_PER_USER="3").start()
+    try:
+        on_first = [web.client("ann").stream("GET", "/notifications") for _ in range(2)]
+        on_second = other.client("ann").stream("GET", "/notifications")
+        opened = [s.__enter__() for s in [*on_first, on_second]]
+        try:
+            assert [resp.status_code for resp in opened] == [200, 200, 200]
+            assert other.client("ann").get("/notifications").status_code == 429
+        finally:
+            for s in [*on_first, on_second]:
+                s.__exit__(None, None, None)
+    finally:
+        other.stop()

@@ -101,9 +101,7 @@ def make_redis(url: str, max_connections: int = 2) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def push_notifications(
-    r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]
-) -> int:
+def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]) -> int:
     """Push one event to many users: ``recipients`` is (user_id, notification_id) pairs.
 
     Return how many were pushed now (those already pushed by an earlier try are skipped).
@@ -145,9 +143,7 @@ def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
     )
 
 
-def close_user_streams(
-    r: redis.Redis, user_id: int, reason: str, session_id: str | None = None
-) -> None:
+def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: str | None = None) -> None:
     """Ask every web process to close ``user_id``'s open streams (of one session, if given)."""
     message = {
         "action": "close",
@@ -158,9 +154,7 @@ def close_user_streams(
     try:
         r.publish(channels.CONTROL_CHANNEL, json.dumps(message))
     except redis.RedisError:
-        log.warning(
-            "could not ask web processes to close streams of user %s", user_id, exc_info=True
-        )
+        log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
 
 
 def parse_live_message(message: str) -> StreamEvent:
@@ -193,8 +187,5 @@ def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
     if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
         return Backlog([], True, newest_id or last_id)
     entries = r.xrange(key, min="(" + last_id)
-    events = [
-        StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}"))
-        for eid, fields in entries
-    ]
+    events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
     return Backlog(events, False, events[-1].id if events else last_id)

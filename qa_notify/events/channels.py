@@ -24,6 +24,11 @@ def user_stream(user_id: int) -> str:
     return f"{PREFIX}:u:{int(user_id)}:events"
 
 
+def user_connections(user_id: int) -> str:
+    """Return the sorted set of leases on ``user_id``'s open streams (see notifications.quota)."""
+    return f"{PREFIX}:u:{int(user_id)}:conns"
+
+
 def delivered_marker(notification_id: int) -> str:
     """Return the key that records that inbox row ``notification_id`` was pushed live once."""
     return f"{PREFIX}:sent:{int(notification_id)}"

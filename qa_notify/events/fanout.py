@@ -49,9 +49,7 @@ def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
         .where(Notification.outbox_id == event.id, Notification.user_id.in_(user_ids))
         .order_by(Notification.user_id)
     ).all()
-    return bus.push_notifications(
-        bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs]
-    )
+    return bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
 
 
 def fan_out(outbox_id: int) -> int:

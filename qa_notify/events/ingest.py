@@ -99,9 +99,7 @@ def ingest_pending() -> int:
     _, claimed, *_ = r.xautoclaim(
         channels.INGEST_STREAM, channels.INGEST_GROUP, consumer, RECLAIM_IDLE_MS, count=READ_BATCH
     )
-    fresh = r.xreadgroup(
-        channels.INGEST_GROUP, consumer, {channels.INGEST_STREAM: ">"}, count=READ_BATCH
-    )
+    fresh = r.xreadgroup(channels.INGEST_GROUP, consumer, {channels.INGEST_STREAM: ">"}, count=READ_BATCH)
     entries = list(claimed) + [e for _, stream_entries in fresh for e in stream_entries]
     accepted = 0
     for entry_id, fields in entries:

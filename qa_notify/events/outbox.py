@@ -49,9 +49,7 @@ def enqueue_fan_out(outbox_ids: list[int]) -> None:
         try:
             task.apply_async(args=[outbox_id], retry=False)
         except Exception:  # the broker being away must never fail the user's request
-            log.warning(
-                "could not enqueue outbox %s now; the relay will retry", outbox_id, exc_info=True
-            )
+            log.warning("could not enqueue outbox %s now; the relay will retry", outbox_id, exc_info=True)
 
 
 def _after_commit(session: Session) -> None:

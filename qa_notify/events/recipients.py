@@ -35,18 +35,12 @@ def _candidates(audience: dict) -> Select:
         qid = int(audience["question_id"])
         topic_ids = select(question_topics.c.topic_id).where(question_topics.c.question_id == qid)
         author_id = select(Question.author_id).where(Question.id == qid).scalar_subquery()
-        by_topic = select(TopicFollow.user_id.label("user_id")).where(
-            TopicFollow.topic_id.in_(topic_ids)
-        )
-        by_author = select(UserFollow.follower_id.label("user_id")).where(
-            UserFollow.followed_id == author_id
-        )
+        by_topic = select(TopicFollow.user_id.label("user_id")).where(TopicFollow.topic_id.in_(topic_ids))
+        by_author = select(UserFollow.follower_id.label("user_id")).where(UserFollow.followed_id == author_id)
         return union(by_topic, by_author)
     if kind == "new_answer":
         qid = int(audience["question_id"])
-        followers = select(QuestionFollow.user_id.label("user_id")).where(
-            QuestionFollow.question_id == qid
-        )
+        followers = select(QuestionFollow.user_id.label("user_id")).where(QuestionFollow.question_id == qid)
         author = select(Question.author_id.label("user_id")).where(Question.id == qid)
         return union(followers, author)
     if kind == "everyone":
@@ -73,9 +67,7 @@ def recipient_batches(
     while True:
         batch = list(
             db.session.scalars(
-                base.where(candidates.c.user_id > after)
-                .order_by(candidates.c.user_id)
-                .limit(batch_size)
+                base.where(candidates.c.user_id > after).order_by(candidates.c.user_id).limit(batch_size)
             )
         )
         if not batch:

@@ -22,9 +22,7 @@ def _single_line(name: str, value: str) -> str:
     return value
 
 
-def format_event(
-    data: str, event: str | None = None, id: str | None = None, retry: int | None = None
-) -> bytes:
+def format_event(data: str, event: str | None = None, id: str | None = None, retry: int | None = None) -> bytes:
     """Return one SSE event as bytes, ending in the blank line that dispatches it."""
     lines = []
     if event is not None:

@@ -92,6 +92,7 @@ def api_set_preferences():
 @api_login_required
 def api_poll():
     """Long-poll fallback: the events after ``after`` as soon as there are any, else [] at the timeout."""
+    from .hub import TooManyStreams
     from .stream import get_hub
 
     after = request.args.get("after") or None
@@ -120,6 +121,8 @@ def api_poll():
                 backlog = bus.replay_since(r, user_id, after)
         finally:
             hub.detach(sub)
+    except TooManyStreams:
+        raise APIError(429, "too many open notification streams for this user") from None
     except redis.RedisError:
         raise APIError(503, "notifications are briefly unavailable; retry shortly") from None
     events = [{"id": e.id, "type": e.type, "data": json.loads(e.data)} for e in backlog.events]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ import redis
 
 from ..events import channels
 from ..events.bus import StreamEvent, parse_live_message
+from .quota import StreamQuota
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +41,11 @@ class Subscription:
         "closed",
         "close_reason",
         "owner",
+        "token",
     )
 
     def __init__(self, user_id: int, session_id: str | None, limit: int) -> None:
+        self.token = secrets.token_hex(8)
         self.user_id = user_id
         self.session_id = session_id
         self._items: deque = deque()
@@ -81,14 +85,19 @@ class Subscription:
         return items
 
 
+class TooManyStreams(Exception):
+    """The user already holds the most streams allowed."""
+
+
 class Hub:
     """Fan messages from one Redis subscriber connection out to this process's streams."""
 
     POLL_SECONDS = 0.05
 
-    def __init__(self, redis_url: str, buffer_size: int = 256) -> None:
+    def __init__(self, redis_url: str, buffer_size: int = 256, quota: StreamQuota | None = None) -> None:
         self.redis_url = redis_url
         self.buffer_size = buffer_size
+        self.quota = quota
         self._subs: dict[int, set[Subscription]] = {}
         self._confirmed: set[str] = set()
         self._waiters: dict[str, threading.Event] = {}
@@ -98,6 +107,7 @@ class Hub:
         self._stopping = False
         self.connected = threading.Event()
         self.cut_off_count = 0
+        self._release_later: deque[tuple[int, str]] = deque()
 
     # -- used by streams ------------------------------------------------------------------
 
@@ -117,10 +127,13 @@ class Hub:
         """Open a subscription for ``user_id``; return once Redis confirmed the channel.
 
         Waiting for the confirmation is what makes "subscribe, then read the backlog" free
-        of gaps. Raise ``redis.ConnectionError`` if Redis cannot be reached in time.
+        of gaps. Raise ``TooManyStreams`` past the user's quota, ``redis.ConnectionError``
+        if Redis cannot be reached in time.
         """
         self._ensure_started()
         sub = Subscription(user_id, session_id, self.buffer_size)
+        if self.quota is not None and not self.quota.claim(user_id, sub.token):
+            raise TooManyStreams(user_id)
         channel = channels.user_channel(user_id)
         with self._lock:
             first = user_id not in self._subs
@@ -136,8 +149,12 @@ class Hub:
             raise redis.ConnectionError("Redis did not confirm the subscription in time")
         return sub
 
-    def detach(self, sub: Subscription) -> None:
-        """Remove a subscription; unsubscribe the user's channel when it was the last one."""
+    def detach(self, sub: Subscription, release_now: bool = True) -> None:
+        """Remove a subscription; unsubscribe the user's channel when it was the last one.
+
+        The stream's quota lease is returned at once (so a reconnecting browser is not
+        refused), or by the lease keeper when called from the listener.
+        """
         with self._lock:
             subs = self._subs.get(sub.user_id)
             if not subs or sub not in subs:
@@ -149,6 +166,15 @@ class Hub:
                 self._confirmed.discard(channel)
                 self._waiters.pop(channel, None)
                 self._commands.append(("UNSUBSCRIBE", channel))
+        if self.quota is None:
+            return
+        if release_now:
+            try:
+                self.quota.release(sub.user_id, sub.token)
+                return
+            except redis.RedisError:
+                pass  # the keeper retries; the lease expires on its own anyway
+        self._release_later.append((sub.user_id, sub.token))
 
     def close_user(self, user_id: int, reason: str, session_id: str | None = None) -> None:
         """Close ``user_id``'s streams in this process (only one session's, if given)."""
@@ -169,10 +195,28 @@ class Hub:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="qa-notify-hub", daemon=True
-                    )
+                    self._thread = threading.Thread(target=self._run, name="qa-notify-hub", daemon=True)
                     self._thread.start()
+                    if self.quota is not None:
+                        threading.Thread(target=self._keep_leases, name="qa-notify-leases", daemon=True).start()
+
+    def _keep_leases(self) -> None:
+        """Renew the stream leases of this process, and return those of closed streams."""
+        interval = self.quota.lease_seconds / 3
+        next_renewal = time.monotonic() + interval
+        while not self._stopping:
+            try:
+                while self._release_later:
+                    user_id, token = self._release_later.popleft()
+                    self.quota.release(user_id, token)
+                if time.monotonic() >= next_renewal:
+                    next_renewal = time.monotonic() + interval
+                    with self._lock:
+                        leases = [(sub.user_id, sub.token) for subs in self._subs.values() for sub in subs]
+                    self.quota.renew(leases)
+            except redis.RedisError:
+                log.warning("could not renew stream leases; they expire on their own", exc_info=True)
+            time.sleep(0.2)
 
     def _run(self) -> None:
         backoff = 0.1
@@ -205,9 +249,7 @@ class Hub:
 
     def _listen(self) -> None:
         # RESP2: pub/sub replies as plain arrays (redis-py 8 speaks RESP3 by default).
-        conn = redis.ConnectionPool.from_url(
-            self.redis_url, socket_keepalive=True, protocol=2
-        ).make_connection()
+        conn = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True, protocol=2).make_connection()
         conn.connect()
         try:
             conn.send_command("SUBSCRIBE", channels.CONTROL_CHANNEL)
@@ -271,7 +313,7 @@ class Hub:
         """Drop a subscription whose client stopped reading; unblock its stuck writer."""
         log.info("cutting off a slow stream of user %s", sub.user_id)
         self.cut_off_count += 1
-        self.detach(sub)
+        self.detach(sub, release_now=False)
         owner = sub.owner
         if owner is not None:
             import gevent

@@ -15,18 +15,12 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 100
 
 
-def list_notifications(
-    user_id: int, before: int | None = None, limit: int = 20
-) -> list[Notification]:
+def list_notifications(user_id: int, before: int | None = None, limit: int = 20) -> list[Notification]:
     """Return the user's notifications newest first, older than id ``before`` if given."""
     query = select(Notification).where(Notification.user_id == user_id)
     if before is not None:
         query = query.where(Notification.id < before)
-    return list(
-        db.session.scalars(
-            query.order_by(Notification.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
-        )
-    )
+    return list(db.session.scalars(query.order_by(Notification.id.desc()).limit(max(1, min(limit, MAX_PAGE)))))
 
 
 def unread_count(user_id: int) -> int:
@@ -58,9 +52,7 @@ def mark_read(user_id: int, ids: list[int] | None) -> tuple[list[int], int]:
             bus.push_live(
                 r,
                 user_id,
-                ReadEvent(
-                    ids=changed if ids is not None else [], all=ids is None, unread_count=count
-                ),
+                ReadEvent(ids=changed if ids is not None else [], all=ids is None, unread_count=count),
             )
         except Exception:  # the badge in other tabs catches up on their next fetch
             log.warning("could not tell user %s's other tabs about read state", user_id, exc_info=True)
@@ -69,18 +61,14 @@ def mark_read(user_id: int, ids: list[int] | None) -> tuple[list[int], int]:
 
 def muted_types(user_id: int) -> list[str]:
     """Return the event types the user muted."""
-    return sorted(
-        db.session.scalars(select(MutedType.event_type).where(MutedType.user_id == user_id))
-    )
+    return sorted(db.session.scalars(select(MutedType.event_type).where(MutedType.user_id == user_id)))
 
 
 def set_muted_types(user_id: int, types: list[str]) -> list[str]:
     """Replace the user's muted types; raise ValueError for a type that cannot be muted."""
     unknown = sorted(set(types) - set(MUTEABLE_TYPES))
     if unknown:
-        raise ValueError(
-            f"cannot mute {', '.join(unknown)}; choose from {', '.join(MUTEABLE_TYPES)}"
-        )
+        raise ValueError(f"cannot mute {', '.join(unknown)}; choose from {', '.join(MUTEABLE_TYPES)}")
     db.session.execute(delete(MutedType).where(MutedType.user_id == user_id))
     db.session.add_all(MutedType(user_id=user_id, event_type=t) for t in sorted(set(types)))
     db.session.commit()

@@ -19,7 +19,8 @@ from ..events import bus, sse
 from ..events.types import RESYNC, SERVER_CLOSED
 from ..jsonapi import APIError, api_login_required
 from . import bp
-from .hub import GAP, Hub, Subscription
+from .hub import GAP, Hub, Subscription, TooManyStreams
+from .quota import StreamQuota
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,9 @@ def get_hub() -> Hub:
     """Return this process's hub, creating it on first use."""
     hub = current_app.extensions.get("qa_hub")
     if hub is None:
-        hub = current_app.extensions["qa_hub"] = Hub(
-            current_app.config["REDIS_URL"], current_app.config["SSE_BUFFER_SIZE"]
-        )
+        cfg = current_app.config
+        quota = StreamQuota(bus.redis_client(), cfg["SSE_MAX_STREAMS_PER_USER"], cfg["SSE_LEASE_SECONDS"])
+        hub = current_app.extensions["qa_hub"] = Hub(cfg["REDIS_URL"], cfg["SSE_BUFFER_SIZE"], quota)
     return hub
 
 
@@ -52,13 +53,18 @@ def notifications_stream():
     """Stream the logged-in user's notifications; only theirs, whatever the query says."""
     user_id = current_user.id
     hub = get_hub()
-    if hub.count_for(user_id) >= current_app.config["SSE_MAX_STREAMS_PER_USER"]:
-        raise APIError(429, "too many open notification streams for this user")
     r = bus.redis_client()
     try:
         sub = hub.attach(user_id, session.get("sid"))
+    except TooManyStreams:
+        raise APIError(429, "too many open notification streams for this user") from None
+    except redis.RedisError:
+        log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
+        raise APIError(503, "notifications are briefly unavailable; retrying") from None
+    try:
         backlog = bus.replay_since(r, user_id, requested_last_id())
     except redis.RedisError:
+        hub.detach(sub)
         log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
         raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
@@ -107,9 +113,7 @@ def _event_stream(
             items = sub.wait(heartbeat)
             if sub.closed:
                 if sub.close_reason not in ("overflow", "shutdown"):
-                    yield sse.format_event(
-                        json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED
-                    )
+                    yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
                 return
             if not items:
                 yield sse.format_comment("heartbeat")
