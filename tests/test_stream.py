@@ -324,3 +324,19 @@ def test_stream_cap_holds_across_web_processes(web, redis_url, database_url, log
                 s.__exit__(None, None, None)
     finally:
         other.stop()
+
+
+def test_password_change_closes_every_stream_and_old_sessions(web, login_as):
+    login_as("ann")
+    laptop, phone = web.client("ann"), web.client("ann")
+    laptop_stream = in_background(read_events, laptop, 1)
+    phone_stream = in_background(read_events, phone, 1)
+    wait_for_streams(web, 2)
+    resp = laptop.put("/api/me/password", json={"current_password": "correct-horse-9", "new_password": "new-horse-10"})
+    assert resp.status_code == 200
+    for stream in (laptop_stream, phone_stream):
+        [event] = stream()
+        assert event.event == "server_closed"
+        assert json.loads(event.data) == {"reason": "password_changed"}
+    assert phone.get("/api/me").status_code == 401  # the other device is signed out
+    assert laptop.get("/api/me").status_code == 200  # the one that changed it is not
