@@ -340,3 +340,16 @@ def test_password_change_closes_every_stream_and_old_sessions(web, login_as):
         assert json.loads(event.data) == {"reason": "password_changed"}
     assert phone.get("/api/me").status_code == 401  # the other device is signed out
     assert laptop.get("/api/me").status_code == 200  # the one that changed it is not
+
+
+def test_role_change_closes_the_users_streams(web, login_as):
+    admin = login_as("root", "admin")
+    login_as("ann")
+    ann = web.client("ann")
+    ann_id = ann.get("/api/me").json()["id"]
+    stream = in_background(read_events, ann, 1)
+    wait_for_streams(web, 1)
+    assert admin.put(f"/api/users/{ann_id}/role", {"role": "moderator"}).status_code == 200
+    [event] = stream()
+    assert (event.event, json.loads(event.data)) == ("server_closed", {"reason": "role_changed"})
+    assert ann.get("/api/me").status_code == 401  # signed in again, the new role applies
