@@ -168,10 +168,19 @@ def test_malformed_last_event_id_is_ignored_not_echoed(web, login_as, where):
     assert event.event == "new_answers"
 
 
-def test_no_duplicate_or_gap_at_the_replay_live_switch(web, login_as, app, r):
+@pytest.fixture
+def roomy_web(redis_url, database_url):
+    """A web process whose per-user cap does not get in the way of rapid reconnects."""
+    proc = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5", SSE_MAX_STREAMS_PER_USER="100").start()
+    yield proc
+    proc.stop()
+
+
+def test_no_duplicate_or_gap_at_the_replay_live_switch(roomy_web, login_as, app, r):
     from qa_notify.events import bus
     from qa_notify.events.types import ReadEvent
 
+    web = roomy_web
     login_as("ann")
     ann_id = web.client("ann").get("/api/me").json()["id"]
     total = 300
@@ -194,6 +203,7 @@ def test_no_duplicate_or_gap_at_the_replay_live_switch(web, login_as, app, r):
     while len(received) < total:
         headers = {"Last-Event-ID": last_id} if last_id else {}
         with connect_sse(client, "GET", "/notifications", headers=headers, timeout=10) as source:
+            assert source.response.status_code == 200, source.response.read()
             for n, sse in enumerate(source.iter_sse()):
                 if sse.event != "read":
                     # The opening retry hint: this stream is subscribed, publishing may start.
