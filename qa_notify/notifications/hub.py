@@ -93,6 +93,7 @@ class Hub:
     """Fan messages from one Redis subscriber connection out to this process's streams."""
 
     POLL_SECONDS = 0.05
+    YIELD_EVERY = 8
 
     def __init__(self, redis_url: str, buffer_size: int = 256, quota: StreamQuota | None = None) -> None:
         self.redis_url = redis_url
@@ -258,8 +259,14 @@ class Hub:
                 self._flush_commands(conn)
                 if not conn.can_read(timeout=self.POLL_SECONDS):
                     continue
+                handled = 0
                 while True:
                     self._handle(conn.read_response(disconnect_on_error=True))
+                    handled += 1
+                    if handled % self.YIELD_EVERY == 0:
+                        # Let the streams drain their buffers during a burst; otherwise a
+                        # healthy client could overflow while this loop holds the CPU.
+                        time.sleep(0)
                     if not conn.can_read(timeout=0):
                         break
         finally:
