@@ -30,19 +30,21 @@ from qa_notify import create_app  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
+def listen_options(command):
+    """Add ``--host`` and ``--port`` (default: the PORT variable, else 5000)."""
+    command = click.option(
+        "--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="PORT or 5000"
+    )(command)
+    return click.option("--host", default="127.0.0.1", show_default=True)(command)
+
+
 @click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False)
 def cli() -> None:
     """Manage qa_notify."""
 
 
 @cli.command("web", context_settings={"ignore_unknown_options": True})
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", 5000)),
-    show_default="PORT or 5000",
-)
+@listen_options
 def web(host: str, port: int) -> None:
     """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
     from gevent.pywsgi import WSGIServer
@@ -89,13 +91,7 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> N
 
 
 @cli.command("run")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    type=int,
-    default=lambda: int(os.environ.get("PORT", 5000)),
-    show_default="PORT or 5000",
-)
+@listen_options
 @click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
 def run(host: str, port: int, seed: bool) -> None:
     """Start everything: Redis (embedded unless REDIS_URL), migrations, worker, web server."""

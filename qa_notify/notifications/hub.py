@@ -112,10 +112,6 @@ class Hub:
 
     # -- used by streams ------------------------------------------------------------------
 
-    def count_for(self, user_id: int) -> int:
-        """Return how many streams ``user_id`` has open in this process."""
-        return len(self._subs.get(user_id, ()))
-
     def total(self) -> int:
         """Return the number of open streams in this process."""
         return sum(len(s) for s in self._subs.values())
