@@ -1,0 +1,155 @@
+"""A real stack for browser tests: embedded Redis, SQLite, a Celery worker, the gevent web
+server, and headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from qa_notify.embedded_redis import EmbeddedRedis
+
+from ..live import REPO, WebProcess
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "browser-pass-1"
+
+
+def chromium_path() -> str | None:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium: Debian's if installed, else Playwright's own if it can start."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        try:
+            path = chromium_path()
+            browser = (
+                pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+                if path
+                else pw.chromium.launch(args=CHROMIUM_ARGS)
+            )
+        except Exception as exc:  # no browser on this machine
+            pytest.skip(f"no Chromium to drive (install Debian's chromium): {exc}")
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Redis + database + worker + web process, shared by a module's tests."""
+    tmp = tmp_path_factory.mktemp("stack")
+    redis_server = None
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        redis_server = EmbeddedRedis(tmp / "valkey", persist=False).start()
+        redis_url = redis_server.url
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'browser.sqlite'}"
+    # Short heartbeats: closed tabs are noticed fast, so stream counts settle quickly.
+    web = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5")
+    env = web.env
+    if os.environ.get("DATABASE_URL"):
+        subprocess.run([sys.executable, "-c", _RESET_SCHEMA], cwd=REPO, env=env, check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=env, check=True, capture_output=True
+    )
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    worker = subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), "worker", "-c", "1", "--loglevel", "warning"], cwd=REPO, env=env
+    )
+    web.start()
+    yield web
+    web.stop()
+    worker.terminate()
+    worker.wait(15)
+    if redis_server:
+        redis_server.stop()
+
+
+# The browser tests migrate a real database; on an external one start from an empty schema.
+_RESET_SCHEMA = """
+from qa_notify import create_app
+from qa_notify.extensions import db
+from sqlalchemy import text
+app = create_app()
+with app.app_context():
+    db.drop_all()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+"""
+
+
+class Member:
+    """A registered user with an API client (for acting) and helpers for browser contexts."""
+
+    def __init__(self, stack: WebProcess, username: str, role: str = "user") -> None:
+        self.stack = stack
+        self.username = username
+        if role != "user":
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(REPO / "manage.py"),
+                    "create-user",
+                    username,
+                    "--role",
+                    role,
+                    "--password",
+                    PASSWORD,
+                ],
+                cwd=REPO,
+                env=stack.env,
+                check=True,
+                capture_output=True,
+            )
+            self.api = stack.client(username, PASSWORD)
+        else:
+            self.api = httpx.Client(base_url=stack.url, timeout=10)
+            token = self.api.get("/api/csrf").json()["csrf_token"]
+            resp = self.api.post(
+                "/api/register", json={"username": username, "password": PASSWORD}, headers={"X-CSRFToken": token}
+            )
+            assert resp.status_code == 201, resp.text
+            self.api.headers["X-CSRFToken"] = self.api.get("/api/csrf").json()["csrf_token"]
+        self.id = self.api.get("/api/me").json()["id"]
+
+    def browser_context(self, browser):
+        """A new browser (cookie jar, storage, tabs) logged in as this member."""
+        context = browser.new_context(base_url=self.stack.url)
+        token = context.request.get("/api/csrf").json()["csrf_token"]
+        resp = context.request.post(
+            "/api/login", data={"username": self.username, "password": PASSWORD}, headers={"X-CSRFToken": token}
+        )
+        assert resp.status == 200, resp.text()
+        return context
+
+
+@pytest.fixture
+def member(stack):
+    """Create members with unique names: ``member("ann")``."""
+    counter = {"n": 0}
+
+    def make(name: str, role: str = "user") -> Member:
+        counter["n"] += 1
+        return Member(stack, f"{name}{os.getpid() % 1000}{counter['n']}{id(counter) % 997}", role)
+
+    return make
