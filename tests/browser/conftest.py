@@ -3,6 +3,7 @@ server, and headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -143,13 +144,14 @@ class Member:
         return context
 
 
+_names = itertools.count(1)
+
+
 @pytest.fixture
 def member(stack):
-    """Create members with unique names: ``member("ann")``."""
-    counter = {"n": 0}
+    """Create members with unique names: ``member("ann")`` -> ann1, ann7, ..."""
 
     def make(name: str, role: str = "user") -> Member:
-        counter["n"] += 1
-        return Member(stack, f"{name}{os.getpid() % 1000}{counter['n']}{id(counter) % 997}", role)
+        return Member(stack, f"{name}{next(_names)}", role)
 
     return make
