@@ -210,7 +210,11 @@ class OutboxEvent(db.Model):
 
 
 class Notification(db.Model):
-    """One event in one user's inbox: the system of record for what a user was told."""
+    """One event in one user's inbox: the system of record for what a user was told.
+
+    The payload lives once on the outbox event; a row here is just (user, event, read?),
+    so telling 100,000 followers writes 100,000 small rows, not 100,000 payload copies.
+    """
 
     __tablename__ = "notifications"
     __table_args__ = (
@@ -222,10 +226,20 @@ class Notification(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
-    event_type: Mapped[str] = mapped_column(String(32))
-    payload: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    event: Mapped[OutboxEvent] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def event_type(self) -> str:
+        """The event's type (``new_answers``, ...)."""
+        return self.event.event_type
+
+    @property
+    def payload(self) -> dict:
+        """The event's payload, shared by every recipient."""
+        return self.event.payload
 
     def to_dict(self) -> dict:
         """Return the JSON form of the inbox item."""

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from qa_notify.events import fanout, ingest
+from qa_notify.extensions import db
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -30,12 +31,28 @@ def register(celery: Celery) -> None:
         max_retries=None,
     )
     def fan_out_event(self, outbox_id: int) -> int:
-        """Deliver one outbox event to all its recipients (idempotent)."""
+        """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
         try:
-            return fanout.fan_out(outbox_id)
+            return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: deliver_batch.apply_async(args=[oid, ids]))
         except TRANSIENT_ERRORS:
-            from qa_notify.extensions import db
+            db.session.rollback()
+            raise
 
+    @celery.task(
+        name="workers.deliver_batch",
+        shared=False,
+        bind=True,
+        acks_late=True,
+        autoretry_for=TRANSIENT_ERRORS,
+        retry_backoff=True,
+        retry_backoff_max=60,
+        max_retries=None,
+    )
+    def deliver_batch(self, outbox_id: int, user_ids: list[int]) -> int:
+        """Deliver one batch of a large fan-out (idempotent)."""
+        try:
+            return fanout.finish_batch(outbox_id, user_ids)
+        except TRANSIENT_ERRORS:
             db.session.rollback()
             raise
 

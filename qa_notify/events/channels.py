@@ -39,6 +39,11 @@ def outbox_lock(outbox_id: int) -> str:
     return f"{PREFIX}:lock:outbox:{int(outbox_id)}"
 
 
+def outbox_progress(outbox_id: int) -> str:
+    """Return the key counting the batches of a split fan-out still to deliver."""
+    return f"{PREFIX}:progress:outbox:{int(outbox_id)}"
+
+
 def user_id_from_channel(channel: str) -> int | None:
     """Return the user id encoded in a ``user_channel`` name, or None for other channels."""
     parts = channel.split(":")

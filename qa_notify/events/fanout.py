@@ -8,6 +8,7 @@ the batch to Redis, where a per-notification marker skips what an earlier try pu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import current_app
 from sqlalchemy import select
@@ -21,27 +22,21 @@ from .recipients import recipient_batches
 
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 120
+# A split fan-out that makes no progress for this long is considered lost; the relay redoes it.
+PROGRESS_SECONDS = 120
 
 
 def _insert_ignoring_duplicates():
     dialect = db.session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(Notification).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
+    # Core insert on the table: one executemany, no ORM bookkeeping per row.
+    return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
 def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
     """Store and push ``event`` for ``user_ids``; return how many were pushed live now."""
     now = utcnow()
-    rows = [
-        {
-            "user_id": uid,
-            "outbox_id": event.id,
-            "event_type": event.event_type,
-            "payload": event.payload,
-            "created_at": now,
-        }
-        for uid in user_ids
-    ]
+    rows = [{"user_id": uid, "outbox_id": event.id, "created_at": now} for uid in user_ids]
     db.session.execute(_insert_ignoring_duplicates(), rows)
     db.session.commit()
     pairs = db.session.execute(
@@ -52,16 +47,22 @@ def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
     return bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
 
 
-def fan_out(outbox_id: int) -> int:
+def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | None = None) -> int:
     """Deliver outbox row ``outbox_id`` to all its recipients; return the number reached.
 
-    Safe to run twice or concurrently: a Redis lock keeps one worker on a row at a time,
-    and every step is idempotent.
+    With ``enqueue_batch``, an audience of more than one batch is split into batch tasks
+    that workers run in parallel (``finish_batch`` marks the row delivered after the last);
+    otherwise the batches run here, one after another. Safe to run twice or concurrently:
+    a Redis lock keeps one dispatcher on a row, a progress key marks a split fan-out in
+    flight, and every step is idempotent.
     """
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None or event.delivered_at is not None:
         return 0
     r = bus.redis_client()
+    if r.exists(channels.outbox_progress(outbox_id)):
+        log.info("outbox %s is being fanned out in batches already", outbox_id)
+        return 0
     lock = r.lock(channels.outbox_lock(outbox_id), timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         log.info("outbox %s is being fanned out by another worker", outbox_id)
@@ -69,16 +70,17 @@ def fan_out(outbox_id: int) -> int:
     try:
         event.attempts += 1
         db.session.commit()
-        reached = 0
-        batches = recipient_batches(
-            event.audience,
-            event.event_type,
-            event.actor_id,
-            current_app.config["FANOUT_BATCH_SIZE"],
+        batches = list(
+            recipient_batches(event.audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
         )
+        reached = sum(len(b) for b in batches)
+        if enqueue_batch is not None and len(batches) > 1:
+            r.set(channels.outbox_progress(outbox_id), len(batches), ex=PROGRESS_SECONDS)
+            for user_ids in batches:
+                enqueue_batch(outbox_id, user_ids)
+            return reached
         for user_ids in batches:
             deliver_batch(event, user_ids)
-            reached += len(user_ids)
             lock.extend(LOCK_SECONDS, replace_ttl=True)
         event.delivered_at = utcnow()
         db.session.commit()
@@ -88,6 +90,23 @@ def fan_out(outbox_id: int) -> int:
             lock.release()
         except Exception:  # the lock expired or Redis went away: nothing to release
             log.debug("outbox lock %s was already gone", outbox_id)
+
+
+def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
+    """Deliver one batch of a split fan-out; the last batch marks the outbox row delivered."""
+    event = db.session.get(OutboxEvent, outbox_id)
+    if event is None:
+        return 0
+    pushed = deliver_batch(event, user_ids)
+    r = bus.redis_client()
+    key = channels.outbox_progress(outbox_id)
+    left = r.decr(key)
+    r.expire(key, PROGRESS_SECONDS)
+    if left <= 0:
+        event.delivered_at = event.delivered_at or utcnow()
+        db.session.commit()
+        r.delete(key)
+    return pushed
 
 
 def pending_outbox_ids(older_than_seconds: float, limit: int = 500) -> list[int]:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6967edfce337
+Revision ID: 423953f1d1f3
 Revises: 
-Create Date: 2026-11-23 03:26:56.001142
+Create Date: 2026-11-23 04:30:58.050951
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '6967edfce337'
+revision = '423953f1d1f3'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -70,8 +70,6 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('outbox_id', sa.Integer(), nullable=False),
-    sa.Column('event_type', sa.String(length=32), nullable=False),
-    sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('read_at', sa.DateTime(), nullable=True),
     sa.ForeignKeyConstraint(['outbox_id'], ['outbox_events.id'], ondelete='CASCADE'),

@@ -1,0 +1,1 @@
+"""qa_notify benchmarks: ``make bench`` (``python -m bench``); results in docs/benchmarks.md."""

@@ -1,0 +1,66 @@
+"""Run the benchmarks and write bench/results/*.json and docs/benchmarks.md.
+
+``python -m bench`` runs everything at full size (about 10 minutes on 2 cores);
+``python -m bench --quick`` runs small versions; ``--only NAME`` runs one scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from . import report, scenarios
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+FULL = {
+    "fanout": {"followers": 100_000},
+    "tasks": {"count": 500},
+    "latency": {"streams": 1000, "rate": 100, "seconds": 20},
+    "broadcast": {"streams": 10_000},
+    "capacity": {"streams": 19_000},
+}
+QUICK = {
+    "fanout": {"followers": 10_000},
+    "tasks": {"count": 100},
+    "latency": {"streams": 200, "rate": 50, "seconds": 5},
+    "broadcast": {"streams": 1000},
+    "capacity": {"streams": 2000, "hold_seconds": 6},
+}
+RUNNERS = {
+    "fanout": scenarios.fanout,
+    "tasks": scenarios.small_events,
+    "latency": scenarios.latency,
+    "broadcast": scenarios.broadcast,
+    "capacity": scenarios.capacity,
+}
+
+
+def machine() -> dict:
+    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
+    return {"cores": os.cpu_count(), "ram_gib": round(int(mem) / 1024 / 1024, 1), "python": platform.python_version()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about 2 minutes")
+    parser.add_argument("--only", choices=sorted(RUNNERS), action="append", help="run just this scenario (repeatable)")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    RESULTS.mkdir(exist_ok=True)
+    for name in args.only or list(RUNNERS):
+        print(f"== {name} {sizes[name]}", flush=True)
+        started = time.monotonic()
+        result = RUNNERS[name](**sizes[name])
+        result["run"] = {"quick": args.quick, "wall_seconds": round(time.monotonic() - started, 1), "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+        (RESULTS / f"{name}{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k != "latencies_ms"}), flush=True)
+    report.write(RESULTS, quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Drive ``bench.sse_clients`` processes from a benchmark."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+from .stack import REPO
+
+PER_PROCESS = 5000
+
+
+class ClientFleet:
+    """Several load-generating processes; collects their events in memory."""
+
+    def __init__(self, port: int, cookies: dict[int, str], seconds: float = 120, path: str = "/notifications", cookie_name: str = "session") -> None:
+        self.events: list[dict] = []
+        self.ready = 0
+        self.errors = 0
+        self.error_samples: list[str] = []
+        self._procs: list[subprocess.Popen] = []
+        self._threads: list[threading.Thread] = []
+        self._ready_count = 0
+        self._lock = threading.Lock()
+        items = list(cookies.items())
+        for start in range(0, len(items), PER_PROCESS):
+            job = {
+                "port": port,
+                "path": path,
+                "cookie_name": cookie_name,
+                "seconds": seconds,
+                "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
+            }
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.sse_clients"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+            self._procs.append(proc)
+            thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            msg = json.loads(line)
+            with self._lock:
+                if "ready" in msg:
+                    self.ready += msg["ready"]
+                    self.errors += msg["errors"]
+                    self.error_samples += msg["error_sample"]
+                    self._ready_count += 1
+                elif "uid" in msg:
+                    self.events.append(msg)
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while self._ready_count < len(self._procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def events_of(self, event_type: str) -> list[dict]:
+        with self._lock:
+            return [e for e in self.events if e["type"] == event_type]
+
+    def close(self) -> None:
+        for proc in self._procs:
+            try:
+                proc.stdin.write("stop\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass
+        for proc in self._procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

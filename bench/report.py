@@ -1,0 +1,98 @@
+"""Turn bench/results/*.json into docs/benchmarks.md and its plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _load(results: Path, name: str, quick: bool) -> dict | None:
+    path = results / f"{name}{'-quick' if quick else ''}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+
+def write(results: Path, quick: bool = False) -> Path:
+    """Write docs/benchmarks.md from whatever results exist."""
+    DOCS.mkdir(exist_ok=True)
+    r = {name: _load(results, name, quick) for name in ("fanout", "tasks", "latency", "broadcast", "capacity")}
+    rows = []
+    if r["fanout"]:
+        f = r["fanout"]
+        rows.append(("Fan-out: one answer, %s followers, 1 worker (-c 2)" % f"{f['recipients'] - 1:,}", "< 10 s", f"{f['seconds']} s ({f['recipients_per_second']:,} recipients/s)", _met(f["seconds"] < 10)))
+        rows.append(("Redis round trips per recipient (Lua calls)", "-", f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']} calls)", "n/a"))
+    if r["tasks"]:
+        t = r["tasks"]
+        rows.append((f"Small events end to end ({t['events']} answers, 1 follower each)", "-", f"{t['tasks_per_second']} tasks/s", "n/a"))
+    if r["latency"]:
+        lat = r["latency"]
+        rows.append((f"Answer POST -> new_answers, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s", "p99 <= 50 ms", f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['received']}/{lat['answers']} received)", _met(lat["p99_ms"] is not None and lat["p99_ms"] <= 50)))
+    if r["broadcast"]:
+        b = r["broadcast"]
+        rows.append((f"Broadcast to {b['connected']:,} open streams, one web process", "last <= 1 s", f"median {b['median_seconds']} s, last {b['last_seconds']} s ({b['received']:,} received)", _met(b["last_seconds"] is not None and b["last_seconds"] <= 1.0 and b["received"] == b["streams"])))
+    if r["capacity"]:
+        c = r["capacity"]
+        rows.append(("Streams one web process holds (heartbeats flowing)", "19,000", f"{c['open_after_hold']:,} of {c['streams_requested']:,}", _met(c["open_after_hold"] >= 19_000)))
+        rows.append(("RSS per idle stream", "<= 20 KB", f"{c['rss_per_stream_kb']} KB ({c['rss_before_mb']} -> {c['rss_after_mb']} MB)", _met(c["rss_per_stream_kb"] <= 20)))
+        rows.append(("Redis connections of that web process", "<= 4", str(c["redis_connections_web_process"]), _met(c["redis_connections_web_process"] <= 4)))
+    machine = next((v["run"]["machine"] for v in r.values() if v), {})
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured with `make bench`{' --quick' if quick else ''} on {machine.get('cores')} cores, {machine.get('ram_gib')} GiB, Python {machine.get('python')}:",
+        "everything on one machine (the load generators, Redis, the worker and the web process share the 2 cores),",
+        "embedded Valkey 8 and SQLite. Raw figures: `bench/results/*.json`.",
+        "",
+        "| scenario | target | measured | |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+    ]
+    if r["latency"] and r["latency"].get("latencies_ms"):
+        _plot_latency(r["latency"]["latencies_ms"])
+        lines += ["![latency CDF](latency-cdf.png)", ""]
+    out = DOCS / "benchmarks.md"
+    out.write_text("\n".join(lines) + _NOTES)
+    return out
+
+
+def _plot_latency(latencies: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(latencies)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))])
+    ax.set_xlabel("answer POST -> event received (ms)")
+    ax.set_ylabel("fraction of events")
+    ax.set_title("End-to-end latency")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(DOCS / "latency-cdf.png", dpi=100)
+    plt.close(fig)
+
+
+_NOTES = """
+## How each figure is taken
+
+- **Fan-out**: followers are inserted directly; the answer is posted through the domain
+  code (outbox row + commit + enqueue, as the API does); the clock stops when the worker
+  marks the outbox row delivered, which happens after the last batch's inbox rows are
+  committed and its Lua call (XADD + PUBLISH per user) returned. Inbox rows and stream
+  entries are then counted to check every recipient got exactly one.
+- **Latency**: each follower has a stream open through `bench.sse_clients` (gevent, raw
+  sockets, separate processes); a driver POSTs answers over HTTP at a fixed rate; latency
+  is the receive time minus the send time, on the same clock.
+- **Broadcast**: the broadcast is sent through the domain code; the clock runs until the
+  last stream has the event.
+- **Capacity**: streams are opened in batches, held through several heartbeats, then
+  `/metrics` says how many are still open; RSS is the web process's VmRSS growth divided
+  by the streams; Redis connections are the server's `connected_clients` growth.
+"""

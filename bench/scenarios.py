@@ -1,0 +1,266 @@
+"""The measured scenarios. Each returns a dict of figures; ``__main__`` writes them out."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+
+from qa_notify.extensions import db
+from qa_notify.models import Notification, OutboxEvent, User
+
+from .clients import ClientFleet
+from .stack import Stack, redis_clients, rss_kb
+from .users import ask_as, create_admin, create_users, follow_question, session_cookies
+
+
+def _workdir(name: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"qa-bench-{name}-"))
+
+
+def _evalsha_calls(r) -> int:
+    stats = r.info("commandstats")
+    return sum(int(stats.get(k, {}).get("calls", 0)) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def fanout(followers: int = 100_000) -> dict:
+    """One answer to a question with ``followers`` followers, one worker (-c 2)."""
+    stack = Stack(_workdir("fanout"))
+    try:
+        app = stack.app()
+        asker, answerer = create_users(app, 2, prefix="author")
+        ids = create_users(app, followers, prefix="f")
+        qid = ask_as(app, asker, "A very popular question")
+        follow_question(app, ids + [asker], qid)
+        stack.start_worker(concurrency=2)
+        r = stack.redis()
+        calls_before = _evalsha_calls(r)
+        from qa_notify.qa.service import post_answer
+
+        with app.test_request_context():
+            from qa_notify.models import Question
+
+            question = db.session.get(Question, qid)
+            started = time.monotonic()
+            post_answer(db.session.get(User, answerer), question, "an answer for everyone")
+        with app.app_context():
+            while True:
+                db.session.expire_all()
+                done = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_not(None)))
+                if done:
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - started
+            rows = db.session.scalar(select(func.count()).select_from(Notification))
+        pipe = r.pipeline(transaction=False)
+        for uid in ids + [asker]:
+            pipe.xlen(f"qa:u:{uid}:events")
+        entries = sum(pipe.execute())
+        calls = _evalsha_calls(r) - calls_before
+        recipients = followers + 1
+        return {
+            "recipients": recipients,
+            "seconds": round(elapsed, 2),
+            "recipients_per_second": round(recipients / elapsed),
+            "inbox_rows": rows,
+            "stream_entries": entries,
+            "lua_calls": calls,
+            "redis_round_trips_per_recipient": round(calls / recipients, 4),
+            "target_seconds": 10,
+        }
+    finally:
+        stack.close()
+
+
+def small_events(count: int = 500) -> dict:
+    """Many small events (one follower each): end-to-end tasks per second through one worker."""
+    stack = Stack(_workdir("tasks"))
+    try:
+        app = stack.app()
+        asker, answerer = create_users(app, 2, prefix="author")
+        qid = ask_as(app, asker, "Busy question")
+        follow_question(app, [asker], qid)
+        stack.start_worker(concurrency=2)
+        from qa_notify.models import Question
+        from qa_notify.qa.service import post_answer
+
+        with app.test_request_context():
+            question = db.session.get(Question, qid)
+            user = db.session.get(User, answerer)
+            started = time.monotonic()
+            for i in range(count):
+                post_answer(user, question, f"answer {i}")
+        with app.app_context():
+            while db.session.scalar(select(func.count()).select_from(Notification)) < count:
+                db.session.expire_all()
+                time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        return {"events": count, "seconds": round(elapsed, 2), "tasks_per_second": round(count / elapsed)}
+    finally:
+        stack.close()
+
+
+def broadcast(streams: int = 10_000) -> dict:
+    """An admin broadcast to ``streams`` open streams on one web process."""
+    stack = Stack(_workdir("broadcast"), SSE_HEARTBEAT_SECONDS="15")
+    try:
+        app = stack.app()
+        ids = create_users(app, streams, prefix="m")
+        admin = create_admin(app)
+        url, web = stack.start_web()
+        stack.start_worker(concurrency=2)
+        fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
+        fleet.wait_ready()
+        from qa_notify.admin.service import send_broadcast
+
+        with app.test_request_context():
+            sent_at = time.time()
+            send_broadcast(db.session.get(User, admin), "Maintenance at noon", None, 1000)
+        deadline = time.monotonic() + 60
+        while len(fleet.events_of("broadcast")) < fleet.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        arrivals = [e["t"] - sent_at for e in fleet.events_of("broadcast")]
+        fleet.close()
+        return {
+            "streams": streams,
+            "connected": fleet.ready,
+            "received": len(arrivals),
+            "first_seconds": round(min(arrivals), 3) if arrivals else None,
+            "median_seconds": round(statistics.median(arrivals), 3) if arrivals else None,
+            "last_seconds": round(max(arrivals), 3) if arrivals else None,
+            "target_seconds": 1.0,
+        }
+    finally:
+        stack.close()
+
+
+def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
+    """How many idle streams one web process holds, its RSS per stream and Redis connections."""
+    stack = Stack(_workdir("capacity"), SSE_HEARTBEAT_SECONDS="5")
+    try:
+        app = stack.app()
+        ids = create_users(app, streams, prefix="c")
+        r = stack.redis()
+        clients_before = redis_clients(r)
+        url, web = stack.start_web()
+        httpx.get(url + "/healthz")
+        warm = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids[:10]), seconds=30)
+        warm.wait_ready()
+        warm.close()
+        time.sleep(6)
+        pid = _python_child(web.pid)
+        rss_before = rss_kb(pid)
+        fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
+        fleet.wait_ready(timeout=300)
+        time.sleep(hold_seconds)  # several heartbeats go out to every stream
+        open_streams = _metric(url, "qa_notify_open_streams")
+        rss_after = rss_kb(pid)
+        web_redis = redis_clients(r) - clients_before
+        fleet.close()
+        per_stream = (rss_after - rss_before) * 1024 / max(open_streams, 1)
+        return {
+            "streams_requested": streams,
+            "connected": fleet.ready,
+            "open_after_hold": int(open_streams),
+            "connect_errors": fleet.errors,
+            "error_sample": fleet.error_samples[:2],
+            "rss_before_mb": round(rss_before / 1024, 1),
+            "rss_after_mb": round(rss_after / 1024, 1),
+            "rss_per_stream_kb": round(per_stream / 1024, 1),
+            "redis_connections_web_process": web_redis,
+            "targets": {"streams": 19_000, "rss_per_stream_kb": 20, "redis_connections": 4},
+        }
+    finally:
+        stack.close()
+
+
+def _python_child(pid: int) -> int:
+    """The web server's python process (the bash wrapper execs it, so it is the same pid)."""
+    return pid
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict:
+    """Answer POST -> ``new_answers`` on the follower's stream, at ``rate`` answers/s."""
+    stack = Stack(_workdir("latency"), SSE_HEARTBEAT_SECONDS="15")
+    try:
+        app = stack.app()
+        ids = create_users(app, streams, prefix="l")
+        bot = create_users(app, 1, prefix="bot")[0]
+        questions = {}
+        for uid in ids:
+            qid = ask_as(app, uid, f"question of {uid}")
+            follow_question(app, [uid], qid)
+            questions[uid] = qid
+        url, web = stack.start_web()
+        stack.start_worker(concurrency=2)
+        fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
+        fleet.wait_ready()
+        bot_cookie = session_cookies(app, [bot])[bot]
+        client = httpx.Client(base_url=url, cookies={"session": bot_cookie}, timeout=10)
+        token = client.get("/api/csrf").json()["csrf_token"]
+        client.headers["X-CSRFToken"] = token
+        sent: dict[str, float] = {}
+        total = int(rate * seconds)
+        errors = []
+
+        def post(i: int) -> None:
+            uid = ids[i % len(ids)]
+            marker = f"m{i}"
+            sent[marker] = time.time()
+            resp = client.post(f"/api/questions/{questions[uid]}/answers", json={"body": marker})
+            if resp.status_code != 201:
+                errors.append(resp.status_code)
+
+        started = time.monotonic()
+        threads = []
+        for i in range(total):
+            wait = started + i / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            t = threading.Thread(target=post, args=(i,))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+        deadline = time.monotonic() + 30
+        while len(fleet.events_of("new_answers")) < total and time.monotonic() < deadline:
+            time.sleep(0.1)
+        import json as _json
+
+        lat = []
+        for e in fleet.events_of("new_answers"):
+            marker = _json.loads(e["data"]).get("excerpt")
+            if marker in sent:
+                lat.append((e["t"] - sent[marker]) * 1000)
+        fleet.close()
+        return {
+            "streams": streams,
+            "answers": total,
+            "rate_per_second": rate,
+            "received": len(lat),
+            "post_errors": len(errors),
+            "p50_ms": round(_pct(lat, 50), 1) if lat else None,
+            "p99_ms": round(_pct(lat, 99), 1) if lat else None,
+            "max_ms": round(max(lat), 1) if lat else None,
+            "target_p99_ms": 50,
+            "latencies_ms": [round(x, 2) for x in lat],
+        }
+    finally:
+        stack.close()
