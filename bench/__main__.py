@@ -41,7 +41,9 @@ RUNNERS = {
 
 
 def machine() -> dict:
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0")
+    mem = next(
+        (line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), "0"
+    )
     return {"cores": os.cpu_count(), "ram_gib": round(int(mem) / 1024 / 1024, 1), "python": platform.python_version()}
 
 
@@ -56,7 +58,12 @@ def main() -> None:
         print(f"== {name} {sizes[name]}", flush=True)
         started = time.monotonic()
         result = RUNNERS[name](**sizes[name])
-        result["run"] = {"quick": args.quick, "wall_seconds": round(time.monotonic() - started, 1), "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+        result["run"] = {
+            "quick": args.quick,
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d"),
+        }
         (RESULTS / f"{name}{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "latencies_ms"}), flush=True)
     report.write(RESULTS, quick=args.quick)

@@ -16,7 +16,14 @@ PER_PROCESS = 5000
 class ClientFleet:
     """Several load-generating processes; collects their events in memory."""
 
-    def __init__(self, port: int, cookies: dict[int, str], seconds: float = 120, path: str = "/notifications", cookie_name: str = "session") -> None:
+    def __init__(
+        self,
+        port: int,
+        cookies: dict[int, str],
+        seconds: float = 120,
+        path: str = "/notifications",
+        cookie_name: str = "session",
+    ) -> None:
         self.events: list[dict] = []
         self.ready = 0
         self.errors = 0
@@ -35,7 +42,11 @@ class ClientFleet:
                 "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
             }
             proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.sse_clients"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                [sys.executable, "-m", "bench.sse_clients"],
+                cwd=REPO,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             proc.stdin.write(json.dumps(job) + "\n")
             proc.stdin.flush()

@@ -24,22 +24,78 @@ def write(results: Path, quick: bool = False) -> Path:
     rows = []
     if r["fanout"]:
         f = r["fanout"]
-        rows.append(("Fan-out: one answer, %s followers, 1 worker (-c 2)" % f"{f['recipients'] - 1:,}", "< 10 s", f"{f['seconds']} s ({f['recipients_per_second']:,} recipients/s)", _met(f["seconds"] < 10)))
-        rows.append(("Redis round trips per recipient (Lua calls)", "-", f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']} calls)", "n/a"))
+        rows.append(
+            (
+                "Fan-out: one answer, %s followers, 1 worker (-c 2)" % f"{f['recipients'] - 1:,}",
+                "< 10 s",
+                f"{f['seconds']} s ({f['recipients_per_second']:,} recipients/s)",
+                _met(f["seconds"] < 10),
+            )
+        )
+        rows.append(
+            (
+                "Redis round trips per recipient (Lua calls)",
+                "-",
+                f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']} calls)",
+                "n/a",
+            )
+        )
     if r["tasks"]:
         t = r["tasks"]
-        rows.append((f"Small events end to end ({t['events']} answers, 1 follower each)", "-", f"{t['tasks_per_second']} tasks/s", "n/a"))
+        rows.append(
+            (
+                f"Small events end to end ({t['events']} answers, 1 follower each)",
+                "-",
+                f"{t['tasks_per_second']} tasks/s",
+                "n/a",
+            )
+        )
     if r["latency"]:
         lat = r["latency"]
-        rows.append((f"Answer POST -> new_answers, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s", "p99 <= 50 ms", f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['received']}/{lat['answers']} received)", _met(lat["p99_ms"] is not None and lat["p99_ms"] <= 50)))
+        rows.append(
+            (
+                f"Answer POST -> new_answers, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s",
+                "p99 <= 50 ms",
+                f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['received']}/{lat['answers']} received)",
+                _met(lat["p99_ms"] is not None and lat["p99_ms"] <= 50),
+            )
+        )
     if r["broadcast"]:
         b = r["broadcast"]
-        rows.append((f"Broadcast to {b['connected']:,} open streams, one web process", "last <= 1 s", f"median {b['median_seconds']} s, last {b['last_seconds']} s ({b['received']:,} received)", _met(b["last_seconds"] is not None and b["last_seconds"] <= 1.0 and b["received"] == b["streams"])))
+        rows.append(
+            (
+                f"Broadcast to {b['connected']:,} open streams, one web process",
+                "last <= 1 s",
+                f"median {b['median_seconds']} s, last {b['last_seconds']} s ({b['received']:,} received)",
+                _met(b["last_seconds"] is not None and b["last_seconds"] <= 1.0 and b["received"] == b["streams"]),
+            )
+        )
     if r["capacity"]:
         c = r["capacity"]
-        rows.append(("Streams one web process holds (heartbeats flowing)", "19,000", f"{c['open_after_hold']:,} of {c['streams_requested']:,}", _met(c["open_after_hold"] >= 19_000)))
-        rows.append(("RSS per idle stream", "<= 20 KB", f"{c['rss_per_stream_kb']} KB ({c['rss_before_mb']} -> {c['rss_after_mb']} MB)", _met(c["rss_per_stream_kb"] <= 20)))
-        rows.append(("Redis connections of that web process", "<= 4", str(c["redis_connections_web_process"]), _met(c["redis_connections_web_process"] <= 4)))
+        rows.append(
+            (
+                "Streams one web process holds (heartbeats flowing)",
+                "19,000",
+                f"{c['open_after_hold']:,} of {c['streams_requested']:,}",
+                _met(c["open_after_hold"] >= 19_000),
+            )
+        )
+        rows.append(
+            (
+                "RSS per idle stream",
+                "<= 20 KB",
+                f"{c['rss_per_stream_kb']} KB ({c['rss_before_mb']} -> {c['rss_after_mb']} MB)",
+                _met(c["rss_per_stream_kb"] <= 20),
+            )
+        )
+        rows.append(
+            (
+                "Redis connections of that web process",
+                "<= 4",
+                str(c["redis_connections_web_process"]),
+                _met(c["redis_connections_web_process"] <= 4),
+            )
+        )
     machine = next((v["run"]["machine"] for v in r.values() if v), {})
     lines = [
         "# Benchmarks",

@@ -16,7 +16,7 @@ from qa_notify.models import Notification, OutboxEvent, User
 
 from .clients import ClientFleet
 from .stack import Stack, redis_clients, rss_kb
-from .users import ask_as, create_admin, create_users, follow_question, session_cookies
+from .users import PASSWORD, ask_as, create_admin, create_users, follow_question, session_cookies
 
 
 def _workdir(name: str) -> Path:
@@ -56,7 +56,9 @@ def fanout(followers: int = 100_000) -> dict:
         with app.app_context():
             while True:
                 db.session.expire_all()
-                done = db.session.scalar(select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_not(None)))
+                done = db.session.scalar(
+                    select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_not(None))
+                )
                 if done:
                     break
                 time.sleep(0.05)
@@ -212,10 +214,13 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
         stack.start_worker(concurrency=2)
         fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
         fleet.wait_ready()
-        bot_cookie = session_cookies(app, [bot])[bot]
-        client = httpx.Client(base_url=url, cookies={"session": bot_cookie}, timeout=10)
+        client = httpx.Client(base_url=url, timeout=10)
         token = client.get("/api/csrf").json()["csrf_token"]
-        client.headers["X-CSRFToken"] = token
+        login = client.post(
+            "/api/login", json={"username": "bot0", "password": PASSWORD}, headers={"X-CSRFToken": token}
+        )
+        login.raise_for_status()
+        client.headers["X-CSRFToken"] = client.get("/api/csrf").json()["csrf_token"]
         sent: dict[str, float] = {}
         total = int(rate * seconds)
         errors = []

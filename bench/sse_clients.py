@@ -20,8 +20,6 @@ import time  # noqa: E402
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-out_lock = gevent.lock.Semaphore() if hasattr(gevent, "lock") else None
-
 
 def emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
@@ -32,7 +30,9 @@ def stream(port: int, path: str, cookie: str, uid: str, ready: list, all_ready: 
     """Hold one SSE connection; report each event."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n".encode())
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n".encode()
+        )
         buf = b""
         first = True
         event_type, data = None, []
@@ -80,7 +80,18 @@ def main() -> None:
     name = job.get("cookie_name", "session")
     greenlets = []
     for i, (uid, cookie) in enumerate(cookies.items()):
-        greenlets.append(gevent.spawn(stream, job["port"], job.get("path", "/notifications"), f"{name}={cookie}", uid, ready, all_ready, errors))
+        greenlets.append(
+            gevent.spawn(
+                stream,
+                job["port"],
+                job.get("path", "/notifications"),
+                f"{name}={cookie}",
+                uid,
+                ready,
+                all_ready,
+                errors,
+            )
+        )
         if i % 200 == 199:
             gevent.sleep(0.05)  # do not flood the listen backlog
     all_ready.wait(timeout=job.get("connect_timeout", 120))
@@ -88,7 +99,8 @@ def main() -> None:
     stop = Event()
 
     def watch_stdin():
-        sys.stdin.readline()
+        # A plain stdin read would block every greenlet: read it on gevent's thread pool.
+        gevent.get_hub().threadpool.spawn(sys.stdin.readline).get()
         stop.set()
 
     gevent.spawn(watch_stdin)

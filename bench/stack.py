@@ -38,7 +38,13 @@ class Stack:
             **settings,
         }
         self.children: list[subprocess.Popen] = []
-        subprocess.run([sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=self.env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), "init-db"],
+            cwd=REPO,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=True)

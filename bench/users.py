@@ -15,7 +15,9 @@ def create_users(app, count: int, prefix: str = "u") -> list[int]:
     with app.app_context():
         probe = User(username="probe")
         probe.set_password(PASSWORD)
-        rows = [{"username": f"{prefix}{i}", "password_hash": probe.password_hash, "role": "user"} for i in range(count)]
+        rows = [
+            {"username": f"{prefix}{i}", "password_hash": probe.password_hash, "role": "user"} for i in range(count)
+        ]
         for start in range(0, count, 5000):
             db.session.execute(insert(User), rows[start : start + 5000])
         db.session.commit()

@@ -64,6 +64,13 @@ def register_extensions(app: Flask) -> None:
     from .extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from sqlalchemy import event
+
+        from .extensions import tune_sqlite
+
+        with app.app_context():
+            event.listen(db.engine, "connect", tune_sqlite)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -18,3 +18,15 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def tune_sqlite(dbapi_connection, _record) -> None:
+    """SQLite as a server-ish database: WAL (readers never block the writer), commits without
+    an fsync each (NORMAL is durable across app crashes, not power loss), and waiting, not
+    failing, when another process holds the write lock."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
