@@ -26,7 +26,7 @@ def write(results: Path, quick: bool = False) -> Path:
         f = r["fanout"]
         rows.append(
             (
-                "Fan-out: one answer, %s followers, 1 worker (-c 2)" % f"{f['recipients'] - 1:,}",
+                f"Fan-out: one answer, {f['recipients'] - 1:,} followers, 1 worker (-c 2)",
                 "< 10 s",
                 f"{f['seconds']} s ({f['recipients_per_second']:,} recipients/s)",
                 _met(f["seconds"] < 10),

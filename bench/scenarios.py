@@ -204,7 +204,7 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
     try:
         app = stack.app()
         ids = create_users(app, streams, prefix="l")
-        bot = create_users(app, 1, prefix="bot")[0]
+        create_users(app, 1, prefix="bot")
         questions = {}
         for uid in ids:
             qid = ask_as(app, uid, f"question of {uid}")

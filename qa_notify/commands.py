@@ -101,10 +101,7 @@ def seed_demo() -> None:
                 question,
                 f"A first answer from {answerer.username}: it depends on your load.",
             )
-    click.echo(
-        f"demo logins (password {DEMO_PASSWORD!r}): "
-        + ", ".join(f"{n} ({r})" for n, r in DEMO_USERS)
-    )
+    click.echo(f"demo logins (password {DEMO_PASSWORD!r}): " + ", ".join(f"{n} ({r})" for n, r in DEMO_USERS))
 
 
 @click.command("notify")

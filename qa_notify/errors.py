@@ -16,11 +16,7 @@ log = logging.getLogger(__name__)
 def wants_json() -> bool:
     """True for API and stream requests, which get JSON errors."""
     path = request.path
-    return (
-        path.startswith("/api/")
-        or path == "/notifications"
-        or request.accept_mimetypes.best == "application/json"
-    )
+    return path.startswith("/api/") or path == "/notifications" or request.accept_mimetypes.best == "application/json"
 
 
 def register(app: Flask) -> None:
@@ -43,10 +39,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        if exc.code == 413:
-            message = "request body too large"
-        else:
-            message = exc.description or exc.name
+        message = "request body too large" if exc.code == 413 else exc.description or exc.name
         if wants_json():
             response = error_response(exc.code or 500, message)
             if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:

@@ -14,9 +14,7 @@ class BroadcastError(ValueError):
     """A broadcast that cannot be sent; the message says why."""
 
 
-def send_broadcast(
-    author: User | None, message: str, role: str | None, max_length: int
-) -> Broadcast:
+def send_broadcast(author: User | None, message: str, role: str | None, max_length: int) -> Broadcast:
     """Store a broadcast and emit it to all users (or one role), except its author."""
     message = message.strip()
     if not message:
@@ -28,9 +26,7 @@ def send_broadcast(
     broadcast = Broadcast(message=message, role=role, author=author)
     db.session.add(broadcast)
     db.session.flush()
-    event = BroadcastEvent(
-        broadcast_id=broadcast.id, message=message, author=author.username if author else "system"
-    )
+    event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
     audience = {"kind": "everyone", "role": role} if role else {"kind": "everyone"}
     outbox = emit(event, audience, actor_id=author.id if author else None)
     broadcast.outbox_id = outbox.id
@@ -40,11 +36,7 @@ def send_broadcast(
 
 def broadcast_history(limit: int = 50) -> list[dict]:
     """Return recent broadcasts, newest first, each with how many users it reached so far."""
-    reach = (
-        select(Notification.outbox_id, func.count().label("reached"))
-        .group_by(Notification.outbox_id)
-        .subquery()
-    )
+    reach = select(Notification.outbox_id, func.count().label("reached")).group_by(Notification.outbox_id).subquery()
     rows = db.session.execute(
         select(Broadcast, func.coalesce(reach.c.reached, 0))
         .outerjoin(reach, reach.c.outbox_id == Broadcast.outbox_id)

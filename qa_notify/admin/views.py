@@ -36,9 +36,7 @@ class BroadcastForm(FlaskForm):
 class RoleForm(FlaskForm):
     """A user's new role."""
 
-    role = SelectField(
-        "Role", choices=[(r, r.capitalize()) for r in ROLES], validators=[AnyOf(ROLES)]
-    )
+    role = SelectField("Role", choices=[(r, r.capitalize()) for r in ROLES], validators=[AnyOf(ROLES)])
 
 
 @bp.get("/admin")

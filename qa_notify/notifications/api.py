@@ -56,9 +56,7 @@ def api_mark_read():
         ids = None
     else:
         ids = field(data, "ids", list)
-        if len(ids) > MAX_IDS or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in ids
-        ):
+        if len(ids) > MAX_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise APIError(
                 422,
                 f"'ids' must be a list of at most {MAX_IDS} integers, or send {{\"all\": true}}",

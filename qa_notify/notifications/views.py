@@ -63,12 +63,7 @@ def inject_unread_count() -> dict:
 @bp.app_template_filter("site_path")
 def site_path(url: object) -> str | None:
     """Return ``url`` if it is a path on this site, else None (payloads may come from other services)."""
-    if (
-        isinstance(url, str)
-        and url.startswith("/")
-        and not url.startswith("//")
-        and "\\" not in url
-    ):
+    if isinstance(url, str) and url.startswith("/") and not url.startswith("//") and "\\" not in url:
         return url
     return None
 

@@ -74,9 +74,7 @@ def api_question(question_id: int):
 def api_answer(question_id: int):
     """Answer a question."""
     question = _get_or_404(Question, question_id, "question")
-    answer = _qa_call(
-        post_answer, current_user._get_current_object(), question, field(json_body(), "body")
-    )
+    answer = _qa_call(post_answer, current_user._get_current_object(), question, field(json_body(), "body"))
     return jsonify(answer.to_dict()), 201
 
 
@@ -98,9 +96,7 @@ def api_follow(collection: str, target_id: int):
 
     kind, model = FOLLOW_TARGETS[collection]
     _get_or_404(model, target_id, kind)
-    following = _qa_call(
-        set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST"
-    )
+    following = _qa_call(set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST")
     return jsonify({"following": following, kind: target_id})
 
 

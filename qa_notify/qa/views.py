@@ -78,10 +78,7 @@ def get_or_404(model, obj_id: int):
 def question_rows(query: Select, limit: int = FEED_SIZE) -> list[tuple[Question, int]]:
     """Return (question, answer count) pairs for ``query``'s questions, newest first."""
     answer_count = (
-        select(func.count(Answer.id))
-        .where(Answer.question_id == Question.id)
-        .correlate(Question)
-        .scalar_subquery()
+        select(func.count(Answer.id)).where(Answer.question_id == Question.id).correlate(Question).scalar_subquery()
     )
     rows = db.session.execute(
         query.add_columns(answer_count)
@@ -135,9 +132,7 @@ def answer(question_id: int):
         form.body.errors.append(str(exc))
         return render_question(question, form)
     flash("Your answer is posted.", "success")
-    return redirect(
-        url_for("qa.question_page", question_id=question.id, _anchor=f"answer-{new_answer.id}")
-    )
+    return redirect(url_for("qa.question_page", question_id=question.id, _anchor=f"answer-{new_answer.id}"))
 
 
 @bp.route("/ask", methods=["GET", "POST"])
@@ -145,9 +140,7 @@ def answer(question_id: int):
 def ask():
     """Show and handle the new-question form."""
     form = AskForm()
-    form.topics.choices = [
-        (name, name) for name in db.session.scalars(select(Topic.name).order_by(Topic.name))
-    ]
+    form.topics.choices = [(name, name) for name in db.session.scalars(select(Topic.name).order_by(Topic.name))]
     if form.validate_on_submit():
         try:
             question = ask_question(
@@ -177,11 +170,7 @@ def topics():
     rows = db.session.execute(select(Topic, question_count).order_by(Topic.name)).all()
     followed: set[int] = set()
     if current_user.is_authenticated:
-        followed = set(
-            db.session.scalars(
-                select(TopicFollow.topic_id).where(TopicFollow.user_id == current_user.id)
-            )
-        )
+        followed = set(db.session.scalars(select(TopicFollow.topic_id).where(TopicFollow.user_id == current_user.id)))
     return render_template(
         "qa/topics.html",
         rows=[(topic, int(count)) for topic, count in rows],
@@ -246,9 +235,7 @@ def follow(kind: str, target_id: int):
         flash_form_errors(form)
         return redirect(target_page(kind, target_id))
     try:
-        following = set_follow(
-            current_user._get_current_object(), kind, target_id, form.action.data == "follow"
-        )
+        following = set_follow(current_user._get_current_object(), kind, target_id, form.action.data == "follow")
     except QAError as exc:
         flash(str(exc), "error")
     else:
