@@ -97,11 +97,17 @@ def read_events(
     timeout: float = 10.0,
     headers: dict | None = None,
     params: dict | None = None,
+    opened: threading.Event | None = None,
 ):
-    """Open the stream, return the first ``count`` events (heartbeat comments are skipped)."""
+    """Open the stream, return the first ``count`` events (heartbeat comments are skipped).
+
+    ``opened`` is set once the server answered: by then it has subscribed this stream.
+    """
     events = []
     with connect_sse(client, "GET", "/notifications", headers=headers or {}, params=params, timeout=timeout) as source:
         source.response.raise_for_status()
+        if opened is not None:
+            opened.set()
         for sse in source.iter_sse():
             if sse.event == "message" and not sse.data:
                 continue  # the opening ``retry:`` hint, not an event
@@ -111,11 +117,13 @@ def read_events(
     return events
 
 
-def collect_events(client: httpx.Client, seconds: float, **kwargs):
+def collect_events(client: httpx.Client, seconds: float, opened: threading.Event | None = None, **kwargs):
     """Return every event the stream sends within ``seconds`` (heartbeats skipped)."""
     events = []
     with connect_sse(client, "GET", "/notifications", **kwargs) as source:
         source.response.raise_for_status()
+        if opened is not None:
+            opened.set()
         closer = threading.Timer(seconds, source.response.close)
         closer.start()
         try:

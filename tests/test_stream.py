@@ -29,14 +29,17 @@ def web(redis_url, database_url):
 
 
 def in_background(fn, *args, **kwargs):
-    """Run ``fn`` in a thread; return a callable that joins it and returns its result."""
+    """Run a stream reader in a thread; return a joiner whose ``opened`` event is set once
+    the server answered (and so had subscribed the stream)."""
     result = {}
+    opened = threading.Event()
 
     def run():
         try:
-            result["value"] = fn(*args, **kwargs)
+            result["value"] = fn(*args, opened=opened, **kwargs)
         except BaseException as exc:  # surfaced by the joiner
             result["error"] = exc
+            opened.set()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -48,14 +51,14 @@ def in_background(fn, *args, **kwargs):
             raise result["error"]
         return result["value"]
 
+    join.opened = opened
     return join
 
 
-def wait_for_streams(web, n: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while web.metric("qa_notify_open_streams") < n:
-        assert time.monotonic() < deadline, "stream did not open"
-        time.sleep(0.05)
+def wait_open(*joins, timeout: float = 10.0) -> None:
+    """Wait until every background stream is open on the server."""
+    for join in joins:
+        assert join.opened.wait(timeout), "stream did not open"
 
 
 def ask_and_answer(login_as, asker, answers: int, answerer_name: str = "bob"):
@@ -87,7 +90,7 @@ def test_answer_reaches_the_asker_live(web, login_as):
     asker = login_as("ann")
     client = web.client("ann")
     join = in_background(read_events, client, 1)
-    wait_for_streams(web, 1)
+    wait_open(join)
     qid = ask_and_answer(login_as, asker, 1)
     [event] = join()
     assert event.event == "new_answers"
@@ -104,7 +107,7 @@ def test_users_only_see_their_own_events_whatever_the_query(web, login_as, r):
     ann_tab = in_background(read_events, web.client("ann"), 2)
     params = {"user_id": ann_id, "user": "ann", "channel": channels.user_channel(ann_id)}
     eve_tab = in_background(collect_events, eve, 2.0, params=params)
-    wait_for_streams(web, 2)
+    wait_open(ann_tab, eve_tab)
     ask_and_answer(login_as, asker, 2)
     assert [e.event for e in ann_tab()] == ["new_answers", "new_answers"]
     assert [e.event for e in eve_tab()] == []
@@ -126,7 +129,7 @@ def test_replay_after_disconnect_sends_exactly_the_missed_events(web, login_as):
     asker = login_as("ann")
     client = web.client("ann")
     join = in_background(read_events, client, 2)
-    wait_for_streams(web, 1)
+    wait_open(join)
     qid = ask_and_answer(login_as, asker, 2)
     seen = join()
     answerer = login_as("carl")
@@ -162,7 +165,7 @@ def test_malformed_last_event_id_is_ignored_not_echoed(web, login_as, where):
     asker = login_as("ann")
     client = web.client("ann")
     join = in_background(read_events, client, 1, **where)
-    wait_for_streams(web, 1)
+    wait_open(join)
     ask_and_answer(login_as, asker, 1)
     [event] = join()
     assert event.event == "new_answers"
@@ -225,7 +228,6 @@ def test_too_many_streams_get_429(web, login_as):
     opened = [s.__enter__() for s in streams]
     try:
         assert all(resp.status_code == 200 for resp in opened)
-        wait_for_streams(web, 3)
         extra = clients[3].get("/notifications")
         assert extra.status_code == 429
         assert "too many" in extra.json()["error"]
@@ -238,7 +240,7 @@ def test_logout_closes_the_stream_with_server_closed(web, login_as):
     login_as("ann")
     client = web.client("ann")
     join = in_background(read_events, client, 1)
-    wait_for_streams(web, 1)
+    wait_open(join)
     other_tab_same_browser = client  # same cookie jar: the same session
     resp = other_tab_same_browser.post("/api/logout")
     assert resp.status_code == 200
@@ -262,10 +264,11 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
     sock = socket.create_connection(("127.0.0.1", web.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
-    wait_for_streams(web, 1)
+    sock.settimeout(5)
+    assert sock.recv(12) == b"HTTP/1.1 200"  # the stream is open; from now on it reads nothing
     cut_before = web.metric("qa_notify_slow_consumers_total")
     join = in_background(read_events, fast_client, 200, timeout=20)
-    wait_for_streams(web, 2)
+    wait_open(join)
     big = "x" * 64_000  # large frames fill the slow client's socket buffers quickly
     started = time.monotonic()
     with app.app_context():
@@ -304,7 +307,7 @@ def test_sigterm_ends_streams_promptly_so_browsers_reconnect_elsewhere(redis_url
     try:
         client = proc.client("ann")
         join = in_background(collect_events, client, 20.0)
-        wait_for_streams(proc, 1)
+        wait_open(join)
         started = time.monotonic()
         proc.process.terminate()
         events = join(timeout=15)
@@ -341,7 +344,7 @@ def test_password_change_closes_every_stream_and_old_sessions(web, login_as):
     laptop, phone = web.client("ann"), web.client("ann")
     laptop_stream = in_background(read_events, laptop, 1)
     phone_stream = in_background(read_events, phone, 1)
-    wait_for_streams(web, 2)
+    wait_open(laptop_stream, phone_stream)
     resp = laptop.put("/api/me/password", json={"current_password": "correct-horse-9", "new_password": "new-horse-10"})
     assert resp.status_code == 200
     for stream in (laptop_stream, phone_stream):
@@ -358,7 +361,7 @@ def test_role_change_closes_the_users_streams(web, login_as):
     ann = web.client("ann")
     ann_id = ann.get("/api/me").json()["id"]
     stream = in_background(read_events, ann, 1)
-    wait_for_streams(web, 1)
+    wait_open(stream)
     assert admin.put(f"/api/users/{ann_id}/role", {"role": "moderator"}).status_code == 200
     [event] = stream()
     assert (event.event, json.loads(event.data)) == ("server_closed", {"reason": "role_changed"})

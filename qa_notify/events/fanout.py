@@ -68,7 +68,8 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
         log.info("outbox %s is being fanned out by another worker", outbox_id)
         return 0
     try:
-        event.attempts += 1  # committed with the first batch
+        event.attempts += 1
+        db.session.commit()  # never hold the write lock while batches (maybe elsewhere) insert
         batches = list(
             recipient_batches(event.audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
         )
