@@ -70,6 +70,10 @@ class Config:
     USER_STREAM_MAXLEN = _env_int("USER_STREAM_MAXLEN", 1000)
     USER_STREAM_TTL_SECONDS = _env_int("USER_STREAM_TTL_SECONDS", 7 * 24 * 3600)
     FANOUT_BATCH_SIZE = _env_int("FANOUT_BATCH_SIZE", 2000)
+    # A split fan-out with no batch finished for this long is redone by the relay.
+    FANOUT_STALL_SECONDS = _env_int("FANOUT_STALL_SECONDS", 120)
+    # A task whose worker died is given to another worker after this long.
+    CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 300)
     OUTBOX_RELAY_SECONDS = _env_float("OUTBOX_RELAY_SECONDS", 5.0)
     OUTBOX_RELAY_AGE_SECONDS = _env_float("OUTBOX_RELAY_AGE_SECONDS", 10.0)
     INGEST_POLL_SECONDS = _env_float("INGEST_POLL_SECONDS", 1.0)

@@ -198,6 +198,15 @@ def _metric(url: str, name: str) -> float:
     return 0.0
 
 
+def _login(url: str, username: str, password: str) -> tuple[dict, str]:
+    """Log in over HTTP; return the session cookies and a CSRF token for them."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        token = client.get("/api/csrf").json()["csrf_token"]
+        client.post("/api/login", json={"username": username, "password": password}, headers={"X-CSRFToken": token}).raise_for_status()
+        token = client.get("/api/csrf").json()["csrf_token"]
+        return dict(client.cookies), token
+
+
 def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict:
     """Answer POST -> ``new_answers`` on the follower's stream, at ``rate`` answers/s."""
     stack = Stack(_workdir("latency"), SSE_HEARTBEAT_SECONDS="15")
@@ -214,36 +223,35 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
         stack.start_worker(concurrency=2)
         fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
         fleet.wait_ready()
-        client = httpx.Client(base_url=url, timeout=10)
-        token = client.get("/api/csrf").json()["csrf_token"]
-        login = client.post(
-            "/api/login", json={"username": "bot0", "password": PASSWORD}, headers={"X-CSRFToken": token}
-        )
-        login.raise_for_status()
-        client.headers["X-CSRFToken"] = client.get("/api/csrf").json()["csrf_token"]
+        cookies, token = _login(url, "bot0", PASSWORD)
+        local = threading.local()
         sent: dict[str, float] = {}
         total = int(rate * seconds)
         errors = []
 
         def post(i: int) -> None:
+            if not hasattr(local, "client"):  # one client per thread: httpx clients are not shared
+                local.client = httpx.Client(base_url=url, cookies=cookies, headers={"X-CSRFToken": token}, timeout=10)
             uid = ids[i % len(ids)]
             marker = f"m{i}"
             sent[marker] = time.time()
-            resp = client.post(f"/api/questions/{questions[uid]}/answers", json={"body": marker})
-            if resp.status_code != 201:
-                errors.append(resp.status_code)
+            try:
+                resp = local.client.post(f"/api/questions/{questions[uid]}/answers", json={"body": marker})
+                ok = resp.status_code == 201
+            except httpx.HTTPError:
+                ok = False
+            if not ok:
+                errors.append(i)
+
+        from concurrent.futures import ThreadPoolExecutor
 
         started = time.monotonic()
-        threads = []
-        for i in range(total):
-            wait = started + i / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            t = threading.Thread(target=post, args=(i,))
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for i in range(total):
+                wait = started + i / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                pool.submit(post, i)
         deadline = time.monotonic() + 30
         while len(fleet.events_of("new_answers")) < total and time.monotonic() < deadline:
             time.sleep(0.1)

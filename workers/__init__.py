@@ -27,7 +27,7 @@ def celery_init_app(app: Flask) -> Celery:
         broker_pool_limit=2,
         broker_connection_retry_on_startup=True,
         # A task whose worker died is redelivered after this long (the outbox relay is faster).
-        broker_transport_options={"visibility_timeout": 300},
+        broker_transport_options={"visibility_timeout": app.config["CELERY_VISIBILITY_TIMEOUT"]},
         worker_hijack_root_logger=False,
         beat_schedule={
             "relay-outbox": {

@@ -94,7 +94,7 @@ def make_redis(url: str, max_connections: int = 2) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=20,
+        timeout=60,
         decode_responses=True,
         health_check_interval=30,
     )

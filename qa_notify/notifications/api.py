@@ -10,6 +10,7 @@ from flask_login import current_user
 
 from ..events import bus
 from ..events.types import MUTEABLE_TYPES
+from ..extensions import db
 from ..jsonapi import APIError, api_login_required, field, json_body
 from . import bp
 from .inbox import list_notifications, mark_read, muted_types, set_muted_types, unread_count
@@ -108,10 +109,12 @@ def api_poll():
     if timeout != timeout:  # NaN
         raise APIError(400, "'timeout' must be a number of seconds")
     user_id = current_user.id
+    session_id = session.get("sid")
+    db.session.close()  # do not hold a database connection while waiting
     r = bus.redis_client()
     hub = get_hub()
     try:
-        sub = hub.attach(user_id, session.get("sid"))
+        sub = hub.attach(user_id, session_id)
         try:
             backlog = bus.replay_since(r, user_id, after)
             if after is not None and not backlog.events and not backlog.gap and timeout > 0:

@@ -120,7 +120,7 @@ class Hub:
         """Return the number of users with a stream open in this process."""
         return len(self._subs)
 
-    def attach(self, user_id: int, session_id: str | None, timeout: float = 10.0) -> Subscription:
+    def attach(self, user_id: int, session_id: str | None, timeout: float = 30.0) -> Subscription:
         """Open a subscription for ``user_id``; return once Redis confirmed the channel.
 
         Waiting for the confirmation is what makes "subscribe, then read the backlog" free

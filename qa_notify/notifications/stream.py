@@ -17,6 +17,7 @@ from flask_login import current_user
 
 from ..events import bus, sse
 from ..events.types import RESYNC, SERVER_CLOSED
+from ..extensions import db
 from ..jsonapi import APIError, api_login_required
 from . import bp
 from .hub import GAP, Hub, Subscription, TooManyStreams
@@ -52,25 +53,30 @@ def requested_last_id() -> str | None:
 def notifications_stream():
     """Stream the logged-in user's notifications; only theirs, whatever the query says."""
     user_id = current_user.id
+    session_id = session.get("sid")
+    # Give the database connection back now: the stream may stay open for hours, and
+    # thousands of them must not hold a connection pool that has a few.
+    db.session.close()
     hub = get_hub()
     r = bus.redis_client()
     try:
-        sub = hub.attach(user_id, session.get("sid"))
+        sub = hub.attach(user_id, session_id)
     except TooManyStreams:
         raise APIError(429, "too many open notification streams for this user") from None
     except redis.RedisError:
         log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
         raise APIError(503, "notifications are briefly unavailable; retrying") from None
-    try:
-        backlog = bus.replay_since(r, user_id, requested_last_id())
-    except redis.RedisError:
-        hub.detach(sub)
-        log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
-        raise APIError(503, "notifications are briefly unavailable; retrying") from None
+    last_id = requested_last_id()
+    # A first connection starts "now": every live event after the subscription counts.
+    backlog = bus.Backlog([], False, None)
+    if last_id is not None:
+        try:
+            backlog = bus.replay_since(r, user_id, last_id)
+        except redis.RedisError:
+            hub.detach(sub)
+            log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
+            raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
-    if requested_last_id() is None:
-        # A first connection starts "now": every live event after the subscription counts.
-        backlog = bus.Backlog([], False, None)
     body = _event_stream(hub, sub, r, backlog, cfg["SSE_RETRY_MS"], cfg["SSE_HEARTBEAT_SECONDS"])
     response = Response(body, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"

@@ -1,0 +1,208 @@
+"""Fault-injection harness: real Redis, web and worker processes we can kill, and clients
+that reconnect like a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import connect_sse
+
+from qa_notify import create_app
+from qa_notify.embedded_redis import EmbeddedRedis, free_port
+from qa_notify.events.outbox import emit
+from qa_notify.events.types import CustomEvent
+from qa_notify.extensions import db
+from qa_notify.models import User
+
+from ..live import REPO, WebProcess
+
+PASSWORD = "fault-pass-123"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@pytest.fixture(autouse=True)
+def _own_servers_only():
+    if os.environ.get("REDIS_URL") or os.environ.get("DATABASE_URL"):
+        pytest.skip("fault tests kill and restart their own Redis; they run on the embedded stack only")
+
+
+class FaultStack:
+    """A Redis we can kill, a SQLite database, the app in-process, and child processes."""
+
+    def __init__(self, tmp: Path, persist: bool = True) -> None:
+        self.tmp = tmp
+        self.persist = persist
+        self.port = free_port()
+        self.redis = EmbeddedRedis(tmp / "valkey", port=self.port, persist=persist).start()
+        self.redis_url = self.redis.url
+        self.database_url = f"sqlite:///{tmp / 'faults.sqlite'}"
+        self.web: WebProcess | None = None
+        self.workers: list[subprocess.Popen] = []
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "SECRET_KEY": "test-secret",
+            "OUTBOX_RELAY_SECONDS": "1",
+            "OUTBOX_RELAY_AGE_SECONDS": "1",
+            "FANOUT_STALL_SECONDS": "5",
+            "CELERY_VISIBILITY_TIMEOUT": "5",
+        }
+        subprocess.run([sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=self.env, check=True, capture_output=True)
+        self.app = create_app(
+            {
+                "SECRET_KEY": "test-secret",
+                "REDIS_URL": self.redis_url,
+                "SQLALCHEMY_DATABASE_URI": self.database_url,
+                "CELERY_ALWAYS_EAGER": True,
+                "OUTBOX_RELAY_AGE_SECONDS": 0,
+            }
+        )
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start_web(self) -> WebProcess:
+        self.web = WebProcess(self.database_url, self.redis_url, SSE_HEARTBEAT_SECONDS="1")
+        self.web.env.update({k: v for k, v in self.env.items() if k not in os.environ})
+        return self.web.start()
+
+    def start_worker(self, beat: bool = False, concurrency: int = 2) -> subprocess.Popen:
+        cmd = [sys.executable, str(REPO / "manage.py"), "worker", "-c", str(concurrency), "--loglevel", "warning"]
+        if beat:
+            cmd.insert(3, "--beat")
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.workers.append(proc)
+        return proc
+
+    def kill_redis(self) -> None:
+        self.redis.kill()
+
+    def restart_redis(self) -> None:
+        self.redis = EmbeddedRedis(self.tmp / "valkey", port=self.port, persist=self.persist).start()
+
+    def close(self) -> None:
+        if self.web:
+            self.web.kill()
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        self.redis.stop()
+
+    # -- data -------------------------------------------------------------------------------
+
+    def users(self, n: int) -> list[int]:
+        with self.app.app_context():
+            probe = User(username="probe-hash")
+            probe.set_password(PASSWORD)
+            users = [User(username=f"user{i}", password_hash=probe.password_hash) for i in range(n)]
+            db.session.add_all(users)
+            db.session.commit()
+            return [u.id for u in users]
+
+    def publish(self, user_ids: list[int], n: int) -> None:
+        """Emit event ``n`` (type ``tick``) to the users, through the outbox, in-process."""
+        with self.app.app_context():
+            emit(CustomEvent(name="tick", data={"n": n}), {"kind": "users", "user_ids": user_ids})
+            db.session.commit()
+
+    def relay(self) -> None:
+        """Run the outbox relay once (what the beat schedule does every second)."""
+        with self.app.app_context():
+            try:
+                self.app.extensions["celery"].tasks["workers.relay_outbox"].apply()
+            except Exception:  # Redis still away: try again later
+                pass
+
+    def inbox_ticks(self, user_id: int) -> list[int]:
+        from sqlalchemy import select
+
+        from qa_notify.models import Notification
+
+        with self.app.app_context():
+            rows = db.session.scalars(select(Notification).where(Notification.user_id == user_id).order_by(Notification.id))
+            return [r.payload["n"] for r in rows if r.event_type == "tick"]
+
+
+class ReconnectingClient:
+    """An SSE reader that reconnects with Last-Event-ID, as a browser's EventSource does."""
+
+    def __init__(self, base_url: str, username: str, expect: int) -> None:
+        self.base_url = base_url
+        self.username = username
+        self.expect = expect
+        self.ticks: list[int] = []
+        self.resyncs = 0
+        self.reconnects = 0
+        self.last_id: str | None = None
+        self.stop = threading.Event()
+        self.opened = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _login(self) -> httpx.Client:
+        client = httpx.Client(base_url=self.base_url, timeout=5)
+        token = client.get("/api/csrf").json()["csrf_token"]
+        resp = client.post("/api/login", json={"username": self.username, "password": PASSWORD}, headers={"X-CSRFToken": token})
+        resp.raise_for_status()
+        return client
+
+    def start(self) -> ReconnectingClient:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        client = None
+        while not self.stop.is_set() and len(set(self.ticks)) < self.expect:
+            try:
+                client = client or self._login()
+                headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
+                with connect_sse(client, "GET", "/notifications", headers=headers, timeout=5) as source:
+                    if source.response.status_code != 200:
+                        raise httpx.HTTPError(f"status {source.response.status_code}")
+                    self.opened.set()
+                    for sse in source.iter_sse():
+                        if sse.id:
+                            self.last_id = sse.id
+                        if sse.event == "tick":
+                            self.ticks.append(json.loads(sse.data)["n"])
+                        elif sse.event == "resync":
+                            self.resyncs += 1
+                        if self.stop.is_set() or len(set(self.ticks)) >= self.expect:
+                            return
+            except (httpx.HTTPError, OSError, ValueError):
+                pass
+            self.reconnects += 1
+            time.sleep(0.3)
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        self.stop.set()
+        self.thread.join(5)
+
+
+def record(name: str, **figures) -> None:
+    """Keep a scenario's figures for docs/reliability.md."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=1) + "\n")
+
+
+@pytest.fixture
+def fault_stack(tmp_path):
+    stack = FaultStack(tmp_path)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def volatile_stack(tmp_path):
+    stack = FaultStack(tmp_path, persist=False)
+    yield stack
+    stack.close()
