@@ -52,7 +52,8 @@ def web(host: str, port: int) -> None:
     from qa_notify.notifications.stream import close_all_streams
 
     app = create_app()
-    server = WSGIServer((host, port), app, log=None, error_log="default")
+    # A deep accept queue: after a restart thousands of browsers reconnect at once.
+    server = WSGIServer((host, port), app, log=None, error_log="default", backlog=4096)
 
     def stop(*_):
         close_all_streams(app)

@@ -113,8 +113,13 @@ def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
     r = bus.redis_client()
     key = channels.outbox_progress(outbox_id)
     left = r.decr(key)
+    if left < 0:
+        # The progress key had lapsed (stalled, e.g. a worker died): the relay redoes the
+        # whole fan-out, idempotently; this batch must not count as the last one.
+        r.delete(key)
+        return pushed
     r.expire(key, current_app.config["FANOUT_STALL_SECONDS"])
-    if left <= 0:
+    if left == 0:
         event.delivered_at = event.delivered_at or utcnow()
         db.session.commit()
         r.delete(key)
