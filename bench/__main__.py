@@ -21,6 +21,7 @@ FULL = {
     "fanout": {"followers": 100_000},
     "tasks": {"count": 500},
     "latency": {"streams": 1000, "rate": 100, "seconds": 20},
+    "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
     "broadcast": {"streams": 10_000},
     "capacity": {"streams": 19_000},
 }
@@ -28,6 +29,7 @@ QUICK = {
     "fanout": {"followers": 10_000},
     "tasks": {"count": 100},
     "latency": {"streams": 200, "rate": 50, "seconds": 5},
+    "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
     "broadcast": {"streams": 1000},
     "capacity": {"streams": 2000, "hold_seconds": 6},
 }
@@ -35,6 +37,7 @@ RUNNERS = {
     "fanout": scenarios.fanout,
     "tasks": scenarios.small_events,
     "latency": scenarios.latency,
+    "latency_light": scenarios.latency,
     "broadcast": scenarios.broadcast,
     "capacity": scenarios.capacity,
 }
