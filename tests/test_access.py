@@ -1,0 +1,99 @@
+"""Who may do what: every API route for anonymous users, members, moderators and admins."""
+
+from __future__ import annotations
+
+import pytest
+
+ANON, USER, MOD, ADMIN = "anonymous", "user", "moderator", "admin"
+
+# (method, path, body, {role: expected status})
+ROUTES = [
+    ("GET", "/api/me", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("GET", "/api/topics", None, {ANON: 200, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/topics", {"name": "new-topic"}, {ANON: 401, USER: 403, MOD: 201, ADMIN: 201}),
+    ("POST", "/api/topics/{topic}/follow", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("DELETE", "/api/topics/{topic}/follow", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/questions", {"title": "Why?", "topics": ["general"]}, {ANON: 401, USER: 201, MOD: 201, ADMIN: 201}),
+    ("GET", "/api/questions/{question}", None, {ANON: 200, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/questions/{question}/follow", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/questions/{question}/answers", {"body": "Because."}, {ANON: 401, USER: 201, MOD: 201, ADMIN: 201}),
+    ("POST", "/api/users/{other}/follow", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/users/{other}/role", {"role": "moderator"}, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    ("GET", "/api/notifications", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("GET", "/api/notifications/unread_count", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/notifications/read", {"all": True}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("GET", "/api/preferences", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/preferences", {"muted": []}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/admin/broadcast", {"message": "hello"}, {ANON: 401, USER: 403, MOD: 403, ADMIN: 202}),
+    ("GET", "/api/admin/broadcasts", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    ("GET", "/api/notifications/poll?timeout=0", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+]
+
+
+@pytest.fixture
+def world(app, make_user, api):
+    """A topic, a question and another user to act on."""
+    from qa_notify.extensions import db
+    from qa_notify.models import Question, Topic
+
+    author = make_user("author")
+    other = make_user("other")
+    with app.app_context():
+        topic = Topic(name="general")
+        question = Question(title="Existing", body="", author_id=author.id)
+        db.session.add_all([topic, question])
+        db.session.commit()
+        return {"topic": topic.id, "question": question.id, "other": other.id}
+
+
+@pytest.mark.parametrize("role", [ANON, USER, MOD, ADMIN])
+@pytest.mark.parametrize("method, path, body, expected", ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+def test_access_matrix(role, method, path, body, expected, world, api, login_as):
+    client = api if role == ANON else login_as(f"{role}-member", role)
+    resp = client.client.open(
+        path.format(**world),
+        method=method,
+        json=body,
+        headers={"X-CSRFToken": client.token()} if method != "GET" else {},
+    )
+    assert resp.status_code == expected[role], resp.get_json()
+    assert resp.is_json, "API answers are JSON, never a redirect or an HTML page"
+    if resp.status_code >= 400:
+        assert "error" in resp.get_json()
+
+
+@pytest.mark.parametrize("path", ["/inbox", "/preferences", "/ask", "/admin"])
+def test_pages_send_anonymous_visitors_to_login(path, api):
+    resp = api.get(path)
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+
+
+def test_admin_page_is_forbidden_to_members(login_as):
+    assert login_as("member").get("/admin").status_code == 403
+
+
+@pytest.mark.parametrize("header", [None, "not-a-token"])
+def test_state_changes_need_the_csrf_token(header, login_as):
+    client = login_as("member")
+    headers = {"X-CSRFToken": header} if header else {}
+    resp = client.client.post("/api/questions", json={"title": "no token"}, headers=headers)
+    assert resp.status_code == 400
+    assert "CSRF" in resp.get_json()["error"]
+
+
+def test_session_cookie_is_httponly_and_samesite(api, make_user):
+    make_user("ann")
+    resp = api.post("/api/login", {"username": "ann", "password": "correct-horse-9"})
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_logout_ends_the_session(login_as):
+    client = login_as("ann")
+    assert client.post("/api/logout").status_code == 200
+    assert client.get("/api/me").status_code == 401
+
+
+def test_pages_carry_a_strict_content_security_policy(api):
+    csp = api.get("/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp

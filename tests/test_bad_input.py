@@ -1,0 +1,73 @@
+"""Bad input always gets a clear JSON error: never a 500, never a stack trace."""
+
+from __future__ import annotations
+
+import pytest
+
+CASES = [
+    ("/api/register", b"{not json", 400),
+    ("/api/register", b"[1, 2]", 400),
+    ("/api/register", b'{"username": 5, "password": "long-enough-1"}', 422),
+    ("/api/register", b'{"username": "x", "password": "long-enough-1"}', 422),
+    ("/api/register", b'{"username": "okname", "password": "short"}', 422),
+    ("/api/login", b'{"username": null, "password": "x"}', 422),
+    ("/api/questions", b'{"title": ""}', 422),
+    ("/api/questions", b'{"title": "t", "topics": "not-a-list"}', 422),
+    ("/api/questions", b'{"title": "t", "topics": ["no-such-topic"]}', 422),
+    ("/api/questions", b'{"title": "' + b"x" * 500 + b'"}', 422),
+    ("/api/questions", b'{"title": "nul \\u0000 byte", "body": "\\ud83d\\ude00"}', 201),
+    ("/api/notifications/read", b'{"ids": ["a"]}', 422),
+    ("/api/notifications/read", b'{"ids": [1e400]}', 422),
+    ("/api/admin/broadcast", b'{"message": ["x"]}', 403),
+]
+
+
+@pytest.mark.parametrize("path, body, status", CASES)
+def test_malformed_bodies_get_json_errors(path, body, status, login_as):
+    client = login_as("member")
+    resp = client.client.post(path, data=body, content_type="application/json", headers={"X-CSRFToken": client.token()})
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.is_json
+    if status >= 400:
+        assert "error" in resp.get_json() and "Traceback" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/questions/999999", "/api/questions/99999999999999999999999", "/api/questions/0/answers", "/api/nowhere"],
+)
+def test_unknown_ids_and_routes_are_404_json(path, login_as):
+    client = login_as("member")
+    resp = client.get(path) if "answers" not in path else client.post(path, {"body": "x"})
+    assert resp.status_code == 404 and "error" in resp.get_json()
+
+
+def test_huge_bodies_are_413(login_as):
+    client = login_as("member")
+    resp = client.post("/api/questions", {"title": "big", "body": "x" * 400_000})
+    assert resp.status_code == 413 and resp.get_json()["error"] == "request body too large"
+
+
+@pytest.mark.parametrize("query", ["before=abc", "limit=0", "limit=100000", "before=-1"])
+def test_bad_inbox_paging_is_400(query, login_as):
+    resp = login_as("member").get(f"/api/notifications?{query}")
+    assert resp.status_code == 400 and "error" in resp.get_json()
+
+
+def test_taken_username_is_409(api, make_user):
+    make_user("ann")
+    resp = api.post("/api/register", {"username": "ann", "password": "long-enough-1"})
+    assert resp.status_code == 409 and resp.get_json()["error"] == "username is taken"
+
+
+def test_wrong_password_is_401(api, make_user):
+    make_user("ann")
+    assert api.post("/api/login", {"username": "ann", "password": "nope-nope-nope"}).status_code == 401
+
+
+def test_production_refuses_the_default_secret_key(monkeypatch):
+    from qa_notify import create_app
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        create_app({"ENV_NAME": "production", "SECRET_KEY": "dev-insecure-change-me"})
