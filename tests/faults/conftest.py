@@ -3,6 +3,7 @@ that reconnect like a browser."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -116,11 +117,8 @@ class FaultStack:
 
     def relay(self) -> None:
         """Run the outbox relay once (what the beat schedule does every second)."""
-        with self.app.app_context():
-            try:
-                self.app.extensions["celery"].tasks["workers.relay_outbox"].apply()
-            except Exception:  # Redis still away: try again later
-                pass
+        with self.app.app_context(), contextlib.suppress(Exception):  # Redis still away: next time
+            self.app.extensions["celery"].tasks["workers.relay_outbox"].apply()
 
     def inbox_ticks(self, user_id: int) -> list[int]:
         from sqlalchemy import select
