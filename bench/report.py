@@ -20,7 +20,10 @@ def _met(ok: bool | None) -> str:
 def write(results: Path, quick: bool = False) -> Path:
     """Write docs/benchmarks.md from whatever results exist."""
     DOCS.mkdir(exist_ok=True)
-    r = {name: _load(results, name, quick) for name in ("fanout", "tasks", "latency", "latency_light", "broadcast", "capacity")}
+    r = {
+        name: _load(results, name, quick)
+        for name in ("fanout", "tasks", "latency", "latency_light", "broadcast", "capacity")
+    }
     rows = []
     if r["fanout"]:
         f = r["fanout"]

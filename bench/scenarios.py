@@ -202,7 +202,9 @@ def _login(url: str, username: str, password: str) -> tuple[dict, str]:
     """Log in over HTTP; return the session cookies and a CSRF token for them."""
     with httpx.Client(base_url=url, timeout=10) as client:
         token = client.get("/api/csrf").json()["csrf_token"]
-        client.post("/api/login", json={"username": username, "password": password}, headers={"X-CSRFToken": token}).raise_for_status()
+        client.post(
+            "/api/login", json={"username": username, "password": password}, headers={"X-CSRFToken": token}
+        ).raise_for_status()
         token = client.get("/api/csrf").json()["csrf_token"]
         return dict(client.cookies), token
 

@@ -57,7 +57,13 @@ class FaultStack:
             "FANOUT_STALL_SECONDS": "5",
             "CELERY_VISIBILITY_TIMEOUT": "5",
         }
-        subprocess.run([sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=self.env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), "init-db"],
+            cwd=REPO,
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
         self.app = create_app(
             {
                 "SECRET_KEY": "test-secret",
@@ -79,7 +85,9 @@ class FaultStack:
         cmd = [sys.executable, str(REPO / "manage.py"), "worker", "-c", str(concurrency), "--loglevel", "warning"]
         if beat:
             cmd.insert(3, "--beat")
-        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         self.workers.append(proc)
         return proc
 
@@ -126,7 +134,9 @@ class FaultStack:
         from qa_notify.models import Notification
 
         with self.app.app_context():
-            rows = db.session.scalars(select(Notification).where(Notification.user_id == user_id).order_by(Notification.id))
+            rows = db.session.scalars(
+                select(Notification).where(Notification.user_id == user_id).order_by(Notification.id)
+            )
             return [r.payload["n"] for r in rows if r.event_type == "tick"]
 
 
@@ -148,7 +158,9 @@ class ReconnectingClient:
     def _login(self) -> httpx.Client:
         client = httpx.Client(base_url=self.base_url, timeout=5)
         token = client.get("/api/csrf").json()["csrf_token"]
-        resp = client.post("/api/login", json={"username": self.username, "password": PASSWORD}, headers={"X-CSRFToken": token})
+        resp = client.post(
+            "/api/login", json={"username": self.username, "password": PASSWORD}, headers={"X-CSRFToken": token}
+        )
         resp.raise_for_status()
         return client
 

@@ -65,9 +65,18 @@ def test_redis_killed_and_restarted_with_persistence(fault_stack):
     stack = fault_stack
     user_ids = stack.users(USERS)
     stack.start_web()
-    clients, recovered = run_series(stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis()))
+    clients, recovered = run_series(
+        stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis())
+    )
     lost, dup = check_exactly_once(stack, user_ids, clients)
-    record("redis_restart_persistent", sent=EVENTS * USERS, received=sum(len(c.ticks) for c in clients), lost=lost, duplicated=dup, recover_s=round(recovered, 2))
+    record(
+        "redis_restart_persistent",
+        sent=EVENTS * USERS,
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+    )
     assert (lost, dup) == (0, 0)
 
 
@@ -75,9 +84,19 @@ def test_redis_wiped_sends_resync_and_inbox_stays_complete(volatile_stack):
     stack = volatile_stack
     user_ids = stack.users(USERS)
     stack.start_web()
-    clients, recovered = run_series(stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis()))
+    clients, recovered = run_series(
+        stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis())
+    )
     lost, dup = check_exactly_once(stack, user_ids, clients, allow_inbox_recovery=True)
-    record("redis_restart_wiped", sent=EVENTS * USERS, received=sum(len(c.ticks) for c in clients), lost=lost, duplicated=dup, recover_s=round(recovered, 2), resyncs=sum(c.resyncs for c in clients))
+    record(
+        "redis_restart_wiped",
+        sent=EVENTS * USERS,
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+        resyncs=sum(c.resyncs for c in clients),
+    )
     assert (lost, dup) == (0, 0)
     assert all(c.resyncs >= 1 for c in clients if len(set(c.ticks)) < EVENTS)
 
@@ -96,7 +115,14 @@ def test_web_process_killed_and_restarted(fault_stack):
 
     clients, recovered = run_series(stack, user_ids, kill_and_restart)
     lost, dup = check_exactly_once(stack, user_ids, clients)
-    record("web_killed", sent=EVENTS * USERS, received=sum(len(c.ticks) for c in clients), lost=lost, duplicated=dup, recover_s=round(recovered, 2))
+    record(
+        "web_killed",
+        sent=EVENTS * USERS,
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+    )
     assert (lost, dup) == (0, 0)
     assert all(c.reconnects >= 1 for c in clients)
 
@@ -120,7 +146,14 @@ def test_database_locked_during_fan_out_retries_without_duplicates(fault_stack):
 
     clients, recovered = run_series(stack, user_ids, lock_database)
     lost, dup = check_exactly_once(stack, user_ids, clients)
-    record("database_locked", sent=EVENTS * USERS, received=sum(len(c.ticks) for c in clients), lost=lost, duplicated=dup, recover_s=round(recovered, 2))
+    record(
+        "database_locked",
+        sent=EVENTS * USERS,
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+    )
     assert (lost, dup) == (0, 0)
 
 
@@ -133,7 +166,9 @@ def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
     stack = fault_stack
     followers = 20_000
     with stack.app.app_context():
-        db.session.execute(insert(User), [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(followers)])
+        db.session.execute(
+            insert(User), [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(followers)]
+        )
         db.session.commit()
         ids = list(db.session.scalars(select(User.id)))
     stack.app.config["CELERY_ALWAYS_EAGER"] = False
