@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import redis
 from celery import Celery
@@ -17,44 +18,42 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
+# Delivery tasks: acknowledged only when done (a killed worker's task runs again), retried
+# with backoff on transient errors, safe to repeat.
+DELIVERY_TASK = {
+    "shared": False,
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": None,
+}
+
+
+@contextmanager
+def rollback_on_transient_error():
+    """Roll the session back before a retry, so the next attempt starts clean."""
+    try:
+        yield
+    except TRANSIENT_ERRORS:
+        db.session.rollback()
+        raise
+
+
 def register(celery: Celery) -> None:
     """Register qa_notify's tasks on ``celery``."""
 
-    @celery.task(
-        name="workers.fan_out_event",
-        shared=False,
-        bind=True,
-        acks_late=True,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=60,
-        max_retries=None,
-    )
-    def fan_out_event(self, outbox_id: int) -> int:
+    @celery.task(name="workers.fan_out_event", **DELIVERY_TASK)
+    def fan_out_event(outbox_id: int) -> int:
         """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
-        try:
+        with rollback_on_transient_error():
             return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: deliver_batch.apply_async(args=[oid, ids]))
-        except TRANSIENT_ERRORS:
-            db.session.rollback()
-            raise
 
-    @celery.task(
-        name="workers.deliver_batch",
-        shared=False,
-        bind=True,
-        acks_late=True,
-        autoretry_for=TRANSIENT_ERRORS,
-        retry_backoff=True,
-        retry_backoff_max=60,
-        max_retries=None,
-    )
-    def deliver_batch(self, outbox_id: int, user_ids: list[int]) -> int:
+    @celery.task(name="workers.deliver_batch", **DELIVERY_TASK)
+    def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
         """Deliver one batch of a large fan-out (idempotent)."""
-        try:
+        with rollback_on_transient_error():
             return fanout.finish_batch(outbox_id, user_ids)
-        except TRANSIENT_ERRORS:
-            db.session.rollback()
-            raise
 
     @celery.task(name="workers.relay_outbox", shared=False)
     def relay_outbox() -> int:
