@@ -22,6 +22,7 @@ def create_app(config: dict | str | None = None) -> Flask:
     register_blueprints(app)
     register_rate_limits(app)
     register_errorhandlers(app)
+    register_input_guards(app)
     register_security_headers(app)
     register_commands(app)
     return app
@@ -105,6 +106,18 @@ def register_errorhandlers(app: Flask) -> None:
     from .errors import register
 
     register(app)
+
+
+def register_input_guards(app: Flask) -> None:
+    """Refuse NUL characters in query strings and forms (PostgreSQL cannot store them)."""
+    from flask import abort, request
+
+    @app.before_request
+    def refuse_nul_characters():
+        for values in (request.args, request.form):
+            for key, value in values.items(multi=True):
+                if "\x00" in key or "\x00" in value:
+                    abort(400, "NUL characters are not allowed in requests")
 
 
 def register_security_headers(app: Flask) -> None:

@@ -52,6 +52,8 @@ def field(
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         raise APIError(422, f"'{name}' must be {_kind_name(kind)}")
     if kind is str:
+        if "\x00" in value:  # PostgreSQL cannot store it, and no person types it
+            raise APIError(422, f"'{name}' must not contain NUL characters")
         value = value.strip()
         if required and not value:
             raise APIError(422, f"'{name}' must not be empty")

@@ -15,7 +15,8 @@ CASES = [
     ("/api/questions", b'{"title": "t", "topics": "not-a-list"}', 422),
     ("/api/questions", b'{"title": "t", "topics": ["no-such-topic"]}', 422),
     ("/api/questions", b'{"title": "' + b"x" * 500 + b'"}', 422),
-    ("/api/questions", b'{"title": "nul \\u0000 byte", "body": "\\ud83d\\ude00"}', 201),
+    ("/api/questions", b'{"title": "nul \\u0000 byte"}', 422),
+    ("/api/questions", b'{"title": "emoji", "body": "\\ud83d\\ude00 \\u00e9"}', 201),
     ("/api/notifications/read", b'{"ids": ["a"]}', 422),
     ("/api/notifications/read", b'{"ids": [1e400]}', 422),
     ("/api/admin/broadcast", b'{"message": ["x"]}', 403),
@@ -71,3 +72,11 @@ def test_production_refuses_the_default_secret_key(monkeypatch):
     monkeypatch.delenv("SECRET_KEY", raising=False)
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app({"ENV_NAME": "production", "SECRET_KEY": "dev-insecure-change-me"})
+
+
+@pytest.mark.parametrize("path", ["/login", "/register", "/ask"])
+def test_nul_characters_in_forms_are_refused_not_crashed(path, login_as):
+    client = login_as("member")
+    resp = client.client.post(path, data={"username": "a\x00b", "title": "t\x00", "csrf_token": client.token()})
+    assert resp.status_code == 400
+    assert client.get("/?q=a%00b").status_code == 400

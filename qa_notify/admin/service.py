@@ -17,6 +17,8 @@ class BroadcastError(ValueError):
 def send_broadcast(author: User | None, message: str, role: str | None, max_length: int) -> Broadcast:
     """Store a broadcast and emit it to all users (or one role), except its author."""
     message = message.strip()
+    if "\x00" in message:
+        raise BroadcastError("message must not contain NUL characters")
     if not message:
         raise BroadcastError("message must not be empty")
     if len(message) > max_length:

@@ -62,6 +62,8 @@ def register_user(username: str, password: str, role: str = "user") -> User:
 
 def authenticate(username: str, password: str) -> User | None:
     """Return the user whose credentials these are, or None."""
+    if "\x00" in username:
+        return None
     user = db.session.scalar(select(User).where(User.username == username))
     if user is None or not user.check_password(password[:MAX_PASSWORD]):
         return None

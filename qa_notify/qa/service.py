@@ -26,6 +26,12 @@ class QAError(ValueError):
         self.status = status
 
 
+def _refuse_nul(*texts: str) -> None:
+    """NUL characters cannot be stored in PostgreSQL text; refuse them clearly."""
+    if any("\x00" in t for t in texts):
+        raise QAError("text must not contain NUL characters")
+
+
 def question_path(question_id: int, answer_id: int | None = None) -> str:
     """Return the site path of a question (and answer); works outside a request too."""
     path = f"/questions/{int(question_id)}"
@@ -47,6 +53,7 @@ def topics_by_names(names: list[str]) -> list[Topic]:
 def ask_question(author: User, title: str, body: str, topic_names: list[str]) -> Question:
     """Create a question; its author follows it; its topics' and author's followers are notified."""
     title, body = title.strip(), body.strip()
+    _refuse_nul(title, body)
     if not title:
         raise QAError("title must not be empty")
     if len(title) > MAX_TITLE or len(body) > MAX_BODY:
@@ -70,6 +77,7 @@ def ask_question(author: User, title: str, body: str, topic_names: list[str]) ->
 def post_answer(author: User, question: Question, body: str) -> Answer:
     """Answer a question; its author and followers are notified (never the answerer)."""
     body = body.strip()
+    _refuse_nul(body)
     if not body:
         raise QAError("answer must not be empty")
     if len(body) > MAX_BODY:
