@@ -47,8 +47,9 @@ class Config:
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "0") == "1"
-    REMEMBER_COOKIE_HTTPONLY = True
-    REMEMBER_COOKIE_SAMESITE = "Lax"
+    # "Keep me signed in" = a session cookie that lasts this long (default 30 days); a
+    # logged-out session id is refused for as long (see qa_notify.auth.service).
+    PERMANENT_SESSION_LIFETIME = _env_int("PERMANENT_SESSION_LIFETIME", 30 * 24 * 3600)
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 256 * 1024)
     WTF_CSRF_TIME_LIMIT = None
     WTF_CSRF_HEADERS = ["X-CSRFToken", "X-CSRF-Token"]
@@ -95,7 +96,6 @@ class TestingConfig(Config):
     TESTING = True
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL") or "sqlite://")
     CELERY_ALWAYS_EAGER = True
-    SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
 
 
 class ProductionConfig(Config):
@@ -104,7 +104,6 @@ class ProductionConfig(Config):
     ENV_NAME = "production"
     RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "1") == "1"
     SESSION_COOKIE_SECURE = os.environ.get("SESSION_COOKIE_SECURE", "1") == "1"
-    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 
 CONFIGS: dict[str, type[Config]] = {

@@ -56,14 +56,21 @@ class Stack:
         proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=subprocess.DEVNULL)
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                return url, proc
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("web process did not start")
+        _wait_healthy(url)
+        return url, proc
+
+    def start_flask_sse(self) -> tuple[str, subprocess.Popen]:
+        """Start the flask-sse comparison app under ``gunicorn -k gevent``; return its URL and master."""
+        port = free_port()
+        cmd = (
+            f"ulimit -n {FD_LIMIT} && exec {sys.executable} -m gunicorn -k gevent -w 1 "
+            f"--worker-connections {FD_LIMIT} --backlog 4096 -b 127.0.0.1:{port} bench.flask_sse_app:app"
+        )
+        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=subprocess.DEVNULL)
+        self.children.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url)
+        return url, proc
 
     def start_worker(self, concurrency: int = 2) -> subprocess.Popen:
         """Start one Celery worker with ``concurrency`` processes."""
@@ -92,8 +99,25 @@ class Stack:
         self.redis_server.stop()
 
 
+def _wait_healthy(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")
+
+
+def only_child(pid: int) -> int:
+    """The pid of a process's single child (gunicorn's worker under its master)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0])
+
+
 def rss_kb(pid: int) -> int:
-    """Resident memory of a process in KiB (of the python child when ``pid`` is its bash wrapper)."""
+    """Resident memory of a process in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])

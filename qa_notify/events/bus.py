@@ -179,13 +179,16 @@ def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
     expired or wiped): the caller must tell the page to refetch its inbox.
     """
     key = channels.user_stream(user_id)
-    newest = r.xrevrange(key, count=1)
-    newest_id = newest[0][0] if newest else None
     if last_id is None:
-        return Backlog([], False, newest_id)
+        return Backlog([], False, _newest_id(r, key))
     oldest = r.xrange(key, count=1)
     if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
-        return Backlog([], True, newest_id or last_id)
+        return Backlog([], True, _newest_id(r, key) or last_id)
     entries = r.xrange(key, min="(" + last_id)
     events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
     return Backlog(events, False, events[-1].id if events else last_id)
+
+
+def _newest_id(r: redis.Redis, key: str) -> str | None:
+    newest = r.xrevrange(key, count=1)
+    return newest[0][0] if newest else None

@@ -246,7 +246,8 @@ class Hub:
 
     def _listen(self) -> None:
         # RESP2: pub/sub replies as plain arrays (redis-py 8 speaks RESP3 by default).
-        conn = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True, protocol=2).make_connection()
+        pool = redis.ConnectionPool.from_url(self.redis_url, socket_keepalive=True, protocol=2, decode_responses=True)
+        conn = pool.make_connection()
         conn.connect()
         try:
             conn.send_command("SUBSCRIBE", channels.CONTROL_CHANNEL)
@@ -277,11 +278,9 @@ class Hub:
         conn.send_packed_command(conn.pack_commands(batch))
 
     def _handle(self, response) -> None:
-        kind = response[0]
-        kind = kind.decode() if isinstance(kind, bytes) else kind
-        channel = response[1].decode() if isinstance(response[1], bytes) else response[1]
+        kind, channel = response[0], response[1]
         if kind == "message":
-            payload = response[2].decode("utf-8") if isinstance(response[2], bytes) else response[2]
+            payload = response[2]
             if channel == channels.CONTROL_CHANNEL:
                 self._handle_control(payload)
                 return

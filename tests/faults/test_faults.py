@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from .conftest import ReconnectingClient, record
 
@@ -61,6 +62,21 @@ def check_exactly_once(stack, user_ids, clients, allow_inbox_recovery: bool = Fa
     return lost, duplicated
 
 
+def check_and_record(name, stack, user_ids, clients, recovered, allow_inbox_recovery=False, **extra):
+    """Check exactly-once delivery, keep the figures for docs/reliability.md; return (lost, duplicated)."""
+    lost, dup = check_exactly_once(stack, user_ids, clients, allow_inbox_recovery)
+    record(
+        name,
+        sent=EVENTS * len(user_ids),
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+        **extra,
+    )
+    return lost, dup
+
+
 def test_redis_killed_and_restarted_with_persistence(fault_stack):
     stack = fault_stack
     user_ids = stack.users(USERS)
@@ -68,15 +84,7 @@ def test_redis_killed_and_restarted_with_persistence(fault_stack):
     clients, recovered = run_series(
         stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis())
     )
-    lost, dup = check_exactly_once(stack, user_ids, clients)
-    record(
-        "redis_restart_persistent",
-        sent=EVENTS * USERS,
-        received=sum(len(c.ticks) for c in clients),
-        lost=lost,
-        duplicated=dup,
-        recover_s=round(recovered, 2),
-    )
+    lost, dup = check_and_record("redis_restart_persistent", stack, user_ids, clients, recovered)
     assert (lost, dup) == (0, 0)
 
 
@@ -87,14 +95,13 @@ def test_redis_wiped_sends_resync_and_inbox_stays_complete(volatile_stack):
     clients, recovered = run_series(
         stack, user_ids, stack.kill_redis, recover=lambda: (time.sleep(1), stack.restart_redis())
     )
-    lost, dup = check_exactly_once(stack, user_ids, clients, allow_inbox_recovery=True)
-    record(
+    lost, dup = check_and_record(
         "redis_restart_wiped",
-        sent=EVENTS * USERS,
-        received=sum(len(c.ticks) for c in clients),
-        lost=lost,
-        duplicated=dup,
-        recover_s=round(recovered, 2),
+        stack,
+        user_ids,
+        clients,
+        recovered,
+        allow_inbox_recovery=True,
         resyncs=sum(c.resyncs for c in clients),
     )
     assert (lost, dup) == (0, 0)
@@ -114,15 +121,7 @@ def test_web_process_killed_and_restarted(fault_stack):
         web.start()
 
     clients, recovered = run_series(stack, user_ids, kill_and_restart)
-    lost, dup = check_exactly_once(stack, user_ids, clients)
-    record(
-        "web_killed",
-        sent=EVENTS * USERS,
-        received=sum(len(c.ticks) for c in clients),
-        lost=lost,
-        duplicated=dup,
-        recover_s=round(recovered, 2),
-    )
+    lost, dup = check_and_record("web_killed", stack, user_ids, clients, recovered)
     assert (lost, dup) == (0, 0)
     assert all(c.reconnects >= 1 for c in clients)
 
@@ -145,15 +144,7 @@ def test_database_locked_during_fan_out_retries_without_duplicates(fault_stack):
         time.sleep(0.2)
 
     clients, recovered = run_series(stack, user_ids, lock_database)
-    lost, dup = check_exactly_once(stack, user_ids, clients)
-    record(
-        "database_locked",
-        sent=EVENTS * USERS,
-        received=sum(len(c.ticks) for c in clients),
-        lost=lost,
-        duplicated=dup,
-        recover_s=round(recovered, 2),
-    )
+    lost, dup = check_and_record("database_locked", stack, user_ids, clients, recovered)
     assert (lost, dup) == (0, 0)
 
 
@@ -201,7 +192,7 @@ def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
             time.sleep(0.2)
         rows = db.session.scalar(select(func.count()).select_from(Notification))
         distinct = db.session.scalar(select(func.count(func.distinct(Notification.user_id))))
-    r = stack.redis.url and __import__("redis").Redis.from_url(stack.redis_url)
+    r = redis.Redis.from_url(stack.redis_url)
     pipe = r.pipeline(transaction=False)
     for uid in ids:
         pipe.xlen(f"qa:u:{uid}:events")
