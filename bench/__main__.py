@@ -13,7 +13,7 @@ import platform
 import time
 from pathlib import Path
 
-from . import report, scenarios
+from . import compare, report, scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -24,6 +24,7 @@ FULL = {
     "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
     "broadcast": {"streams": 10_000},
     "capacity": {"streams": 19_000},
+    "flask_sse": {},
 }
 QUICK = {
     "fanout": {"followers": 10_000},
@@ -32,6 +33,13 @@ QUICK = {
     "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
     "broadcast": {"streams": 1000},
     "capacity": {"streams": 2000, "hold_seconds": 6},
+    "flask_sse": {
+        "latency_streams": 200,
+        "rate": 50,
+        "seconds": 5,
+        "broadcast_streams": 1000,
+        "capacity_streams": 2000,
+    },
 }
 RUNNERS = {
     "fanout": scenarios.fanout,
@@ -40,6 +48,7 @@ RUNNERS = {
     "latency_light": scenarios.latency,
     "broadcast": scenarios.broadcast,
     "capacity": scenarios.capacity,
+    "flask_sse": compare.flask_sse,
 }
 
 

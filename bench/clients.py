@@ -22,7 +22,8 @@ class ClientFleet:
         cookies: dict[int, str],
         seconds: float = 120,
         path: str = "/notifications",
-        cookie_name: str = "session",
+        cookie_name: str | None = "session",
+        ready_on: str = "first_bytes",
     ) -> None:
         self.events: list[dict] = []
         self.ready = 0
@@ -38,6 +39,7 @@ class ClientFleet:
                 "port": port,
                 "path": path,
                 "cookie_name": cookie_name,
+                "ready_on": ready_on,
                 "seconds": seconds,
                 "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
             }

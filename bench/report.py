@@ -22,7 +22,7 @@ def write(results: Path, quick: bool = False) -> Path:
     DOCS.mkdir(exist_ok=True)
     r = {
         name: _load(results, name, quick)
-        for name in ("fanout", "tasks", "latency", "latency_light", "broadcast", "capacity")
+        for name in ("fanout", "tasks", "latency", "latency_light", "broadcast", "capacity", "flask_sse")
     }
     rows = []
     if r["fanout"]:
@@ -125,9 +125,81 @@ def write(results: Path, quick: bool = False) -> Path:
     if r["latency"] and r["latency"].get("latencies_ms"):
         _plot_latency(r["latency"]["latencies_ms"])
         lines += ["![latency CDF](latency-cdf.png)", ""]
+    if r["flask_sse"]:
+        lines += _comparison(r)
     out = DOCS / "benchmarks.md"
-    out.write_text("\n".join(lines) + _NOTES)
+    kept = out.read_text().split(HAND_WRITTEN, 1)[1] if out.exists() and HAND_WRITTEN in out.read_text() else ""
+    out.write_text("\n".join(lines) + _NOTES + "\n" + HAND_WRITTEN + kept)
     return out
+
+
+# Everything below this line in docs/benchmarks.md is written by hand and kept on rewrite.
+HAND_WRITTEN = "<!-- analysis below: written by hand, kept when bench/report.py rewrites this page -->\n"
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x"
+
+
+def _lat(figures: dict | None) -> str:
+    if not figures or figures.get("p50_ms") is None:
+        return "none received"
+    return f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms ({figures['received']:,} received)"
+
+
+def _comparison(r: dict) -> list[str]:
+    """The qa_notify / flask-sse table: same machine, same run, same load generator."""
+    fs = r["flask_sse"]
+    rows = []
+    c, fc = r["capacity"], fs["capacity"]
+    if c:
+        rows += [
+            ("Idle streams one process holds", f"{c['open_after_hold']:,}", f"{fc['open_after_hold']:,}",
+             _ratio(c["open_after_hold"], fc["open_after_hold"])),
+            ("RSS per idle stream", f"{c['rss_per_stream_kb']} KB", f"{fc['rss_per_stream_kb']} KB",
+             _ratio(c["rss_per_stream_kb"], fc["rss_per_stream_kb"])),
+            ("Redis connections for those streams", str(c["redis_connections_web_process"]),
+             f"{fc['redis_connections_web_process']:,}",
+             _ratio(c["redis_connections_web_process"], fc["redis_connections_web_process"])),
+        ]  # fmt: skip
+    b, fb = r["broadcast"], fs["broadcast"]
+    if b:
+        rows.append(
+            (f"Broadcast to {b['streams']:,} streams: reached, last arrival",
+             f"{b['received']:,}, {b['last_seconds']} s", f"{fb['received']:,}, {fb['last_seconds']} s",
+             _ratio(b["received"], fb["received"]) + " reached")
+        )  # fmt: skip
+    if r["latency"]:
+        lat = r["latency"]
+        rows.append(
+            (f"HTTP POST -> event, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s "
+             "(qa_notify: an answer through database and worker; flask-sse: a bare publish)",
+             _lat(lat), _lat(fs["latency_http"]), _ratio(lat["p99_ms"], fs["latency_http"].get("p99_ms")) + " p99")
+        )  # fmt: skip
+    sp = fs["stream_path"]
+    rows.append(
+        (f"Stream path alone: event written into Redis -> received, {sp['qa_notify']['streams']:,} streams",
+         _lat(sp["qa_notify"]), _lat(sp["flask_sse"]),
+         _ratio(sp["qa_notify"].get("p99_ms"), sp["flask_sse"].get("p99_ms")) + " p99")
+    )  # fmt: skip
+    rows += [
+        ("Login; a client sees only its own events", "yes", "no: any client may read any channel", ""),
+        ("Replay after a reconnect (Last-Event-ID)", "yes", "no", ""),
+        ("Heartbeats (dead clients noticed, proxies kept open)", "yes", "no", ""),
+    ]
+    return [
+        "## qa_notify and flask-sse 1.0: same machine, same run, same load generator",
+        "",
+        "flask-sse runs under `gunicorn -k gevent` (one worker, worker connections and open files",
+        "raised to 20,000), one channel per user. Ratios are qa_notify / flask-sse.",
+        "",
+        "| | qa_notify | flask-sse 1.0 | ratio |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+    ]
 
 
 def _plot_latency(latencies: list[float]) -> None:
@@ -164,4 +236,9 @@ _NOTES = """
 - **Capacity**: streams are opened in batches, held through several heartbeats, then
   `/metrics` says how many are still open; RSS is the web process's VmRSS growth divided
   by the streams; Redis connections are the server's `connected_clients` growth.
+- **flask-sse**: its streams send nothing until their first event (no heartbeat, no
+  opening bytes), so a stream counts as open once its Redis channel is subscribed
+  (`PUBSUB CHANNELS`); the broadcast is one PUBLISH per user channel in one pipeline; the
+  stream-path rows write the event straight into Redis for both (qa_notify: the worker's
+  Lua call for one recipient; flask-sse: what `sse.publish` sends), at the same rate.
 """

@@ -160,7 +160,7 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
         warm.wait_ready()
         warm.close()
         time.sleep(6)
-        pid = _python_child(web.pid)
+        pid = web.pid  # bash execs the web server, so this is its pid
         rss_before = rss_kb(pid)
         fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
         fleet.wait_ready(timeout=300)
@@ -184,11 +184,6 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
         }
     finally:
         stack.close()
-
-
-def _python_child(pid: int) -> int:
-    """The web server's python process (the bash wrapper execs it, so it is the same pid)."""
-    return pid
 
 
 def _metric(url: str, name: str) -> float:
@@ -227,7 +222,6 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
         fleet.wait_ready()
         cookies, token = _login(url, "bot0", PASSWORD)
         local = threading.local()
-        sent: dict[str, float] = {}
         total = int(rate * seconds)
         errors = []
 
@@ -235,47 +229,75 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
             if not hasattr(local, "client"):  # one client per thread: httpx clients are not shared
                 local.client = httpx.Client(base_url=url, cookies=cookies, headers={"X-CSRFToken": token}, timeout=10)
             uid = ids[i % len(ids)]
-            marker = f"m{i}"
-            sent[marker] = time.time()
             try:
-                resp = local.client.post(f"/api/questions/{questions[uid]}/answers", json={"body": marker})
+                resp = local.client.post(f"/api/questions/{questions[uid]}/answers", json={"body": f"m{i}"})
                 ok = resp.status_code == 201
             except httpx.HTTPError:
                 ok = False
             if not ok:
                 errors.append(i)
 
-        from concurrent.futures import ThreadPoolExecutor
-
-        started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            for i in range(total):
-                wait = started + i / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                pool.submit(post, i)
-        deadline = time.monotonic() + 30
-        while len(fleet.events_of("new_answers")) < total and time.monotonic() < deadline:
-            time.sleep(0.1)
-        import json as _json
-
-        lat = []
-        for e in fleet.events_of("new_answers"):
-            marker = _json.loads(e["data"]).get("excerpt")
-            if marker in sent:
-                lat.append((e["t"] - sent[marker]) * 1000)
+        sent = paced(total, rate, post)
+        lat = latencies_ms(fleet, sent, total)
         fleet.close()
         return {
             "streams": streams,
             "answers": total,
             "rate_per_second": rate,
-            "received": len(lat),
             "post_errors": len(errors),
-            "p50_ms": round(_pct(lat, 50), 1) if lat else None,
-            "p99_ms": round(_pct(lat, 99), 1) if lat else None,
-            "max_ms": round(max(lat), 1) if lat else None,
+            **latency_summary(lat),
             "target_p99_ms": 50,
-            "latencies_ms": [round(x, 2) for x in lat],
         }
     finally:
         stack.close()
+
+
+def paced(total: int, rate: float, send, workers: int = 16) -> dict[str, float]:
+    """Call ``send(i)`` for i < total at ``rate`` per second (on a thread pool unless
+    ``workers`` is 0); return the send time of each marker ``m<i>``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sent: dict[str, float] = {}
+
+    def timed(i: int) -> None:
+        sent[f"m{i}"] = time.time()
+        send(i)
+
+    started = time.monotonic()
+    pool = ThreadPoolExecutor(max_workers=workers) if workers else None
+    for i in range(total):
+        wait = started + i / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        if pool:
+            pool.submit(timed, i)
+        else:
+            timed(i)
+    if pool:
+        pool.shutdown(wait=True)
+    return sent
+
+
+def latencies_ms(fleet: ClientFleet, sent: dict[str, float], total: int, wait: float = 30) -> list[float]:
+    """Wait (up to ``wait`` s) for ``total`` new_answers events; return send -> receive times in ms."""
+    import json
+
+    deadline = time.monotonic() + wait
+    while len(fleet.events_of("new_answers")) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lat = []
+    for e in fleet.events_of("new_answers"):
+        marker = json.loads(e["data"]).get("excerpt")
+        if marker in sent:
+            lat.append((e["t"] - sent[marker]) * 1000)
+    return lat
+
+
+def latency_summary(lat: list[float]) -> dict:
+    return {
+        "received": len(lat),
+        "p50_ms": round(_pct(lat, 50), 1) if lat else None,
+        "p99_ms": round(_pct(lat, 99), 1) if lat else None,
+        "max_ms": round(max(lat), 1) if lat else None,
+        "latencies_ms": [round(x, 2) for x in lat],
+    }

@@ -2,9 +2,12 @@
 
 Run as ``python -m bench.sse_clients`` with a JSON job on stdin:
 ``{"port": 5000, "path": "/notifications", "cookies": {"<uid>": "<session cookie>"},
-"cookie_name": "session", "seconds": 60}``. It prints JSON lines: ``{"ready": n}`` once
-every stream has sent its first bytes, then ``{"uid", "type", "t", "data"}`` per event
-(``t`` = receive time, time.time()), and stops after ``seconds`` or when stdin closes.
+"cookie_name": "session", "seconds": 60}``. ``path`` may contain ``{uid}``; a ``null``
+``cookie_name`` sends no cookie. It prints JSON lines: ``{"ready": n}`` once every stream
+has sent its first bytes (or, with ``"ready_on": "connect"``, once every request is sent:
+flask-sse answers nothing until its first event), then ``{"uid", "type", "t", "data"}``
+per event (``t`` = receive time, time.time()), and stops after ``seconds`` or when stdin
+closes.
 """
 
 from gevent import monkey
@@ -26,15 +29,16 @@ def emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def stream(port: int, path: str, cookie: str, uid: str, ready: list, all_ready: Event, errors: list) -> None:
+def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event, errors: list) -> None:
     """Hold one SSE connection; report each event."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n".encode()
-        )
+        cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{cookie_line}\r\n".encode())
         buf = b""
         first = True
+        if READY_ON_CONNECT[0]:
+            _mark_ready(uid, ready, all_ready)
         event_type, data = None, []
         sock.settimeout(None)
         while True:
@@ -45,27 +49,44 @@ def stream(port: int, path: str, cookie: str, uid: str, ready: list, all_ready: 
             if first:
                 first = False
                 if not chunk.startswith(b"HTTP/1.1 200"):
-                    errors.append(chunk[:80].decode("latin-1"))
+                    _fail(chunk[:80].decode("latin-1"), all_ready)
                     return
-                ready.append(uid)
-                if len(ready) + len(errors) >= TOTAL[0]:
-                    all_ready.set()
+                if not READY_ON_CONNECT[0]:
+                    _mark_ready(uid, ready, all_ready)
             buf += chunk
             while b"\n\n" in buf:
                 block, buf = buf.split(b"\n\n", 1)
                 for line in block.decode("utf-8", "replace").split("\n"):
-                    if line.startswith("event: "):
-                        event_type = line[7:]
-                    elif line.startswith("data: "):
-                        data.append(line[6:])
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value  # "event:x" and "event: x" alike
+                    if name == "event":
+                        event_type = value
+                    elif name == "data":
+                        data.append(value)
+                event_type = event_type or ("message" if data else None)
                 if event_type and data:
                     emit({"uid": uid, "type": event_type, "t": now, "data": "\n".join(data)})
                 event_type, data = None, []
     except OSError as exc:
-        errors.append(str(exc))
+        _fail(str(exc), all_ready)
+
+
+def _mark_ready(uid: str, ready: list, all_ready: Event) -> None:
+    ready.append(uid)
+    if len(ready) + len(ERRORS[0]) >= TOTAL[0]:
+        all_ready.set()
+
+
+def _fail(message: str, all_ready: Event) -> None:
+    ERRORS[0].append(message)
+    if len(READY[0]) + len(ERRORS[0]) >= TOTAL[0]:
+        all_ready.set()
 
 
 TOTAL = [0]
+READY: list[list] = [[]]
+ERRORS: list[list] = [[]]
+READY_ON_CONNECT = [False]
 
 
 def main() -> None:
@@ -74,8 +95,11 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     cookies = job["cookies"]
     TOTAL[0] = len(cookies)
+    READY_ON_CONNECT[0] = job.get("ready_on") == "connect"
     ready: list = []
     errors: list = []
+    ERRORS[0] = errors
+    READY[0] = ready
     all_ready = Event()
     name = job.get("cookie_name", "session")
     greenlets = []
@@ -84,8 +108,8 @@ def main() -> None:
             gevent.spawn(
                 stream,
                 job["port"],
-                job.get("path", "/notifications"),
-                f"{name}={cookie}",
+                job.get("path", "/notifications").format(uid=uid),
+                f"{name}={cookie}" if name else None,
                 uid,
                 ready,
                 all_ready,

@@ -31,7 +31,24 @@ def json_body() -> dict:
         raise APIError(400, "request body must be JSON (Content-Type: application/json)")
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object")
+    if not _is_unicode(data):
+        raise APIError(400, "request body must be valid Unicode (no lone surrogate escapes such as \\ud800)")
     return data
+
+
+def _is_unicode(value: Any) -> bool:
+    """True unless some string in ``value`` holds a lone surrogate, which no database can store."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_unicode(k) and _is_unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_unicode(v) for v in value)
+    return True
 
 
 def field(

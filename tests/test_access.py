@@ -97,3 +97,57 @@ def test_logout_ends_the_session(login_as):
 def test_pages_carry_a_strict_content_security_policy(api):
     csp = api.get("/").headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+
+def _cookie(api) -> str:
+    return api.client.get_cookie("session").value
+
+
+def _with_cookie(app, value: str):
+    from .conftest import APIClient
+
+    client = APIClient(app.test_client())
+    client.client.set_cookie("session", value)
+    return client
+
+
+def test_login_starts_a_fresh_session_so_a_planted_cookie_gains_nothing(app, api, make_user):
+    make_user("ann")
+    old_token = api.token()
+    planted = _cookie(api)  # what an attacker could have put in ann's browser before she logs in
+    api.login("ann")
+    assert _cookie(api) != planted
+    assert _with_cookie(app, planted).get("/api/me").status_code == 401
+    # the pre-login CSRF token died with the old session
+    resp = api.client.post("/api/questions", json={"title": "t"}, headers={"X-CSRFToken": old_token})
+    assert resp.status_code == 400
+
+
+def test_a_copied_session_cookie_stops_working_at_logout(app, login_as):
+    ann = login_as("ann")
+    thief = _with_cookie(app, _cookie(ann))
+    assert thief.get("/api/me").status_code == 200
+    assert ann.post("/api/logout").status_code == 200
+    assert thief.get("/api/me").status_code == 401
+    assert thief.get("/api/notifications").status_code == 401
+
+
+def test_logout_ends_only_that_browser(app, login_as):
+    laptop = login_as("ann")
+    phone = _with_cookie(app, "")
+    phone.client.delete_cookie("session")
+    phone.login("ann")
+    assert laptop.post("/api/logout").status_code == 200
+    assert laptop.get("/api/me").status_code == 401
+    assert phone.get("/api/me").status_code == 200
+
+
+def test_keep_me_signed_in_makes_a_lasting_cookie(api, make_user):
+    make_user("ann")
+    short = api.post("/api/login", {"username": "ann", "password": "correct-horse-9"}).headers["Set-Cookie"]
+    assert "Expires" not in short
+    api._token = None
+    api.post("/api/logout")
+    api._token = None
+    lasting = api.post("/api/login", {"username": "ann", "password": "correct-horse-9", "remember": True})
+    assert "Expires" in lasting.headers["Set-Cookie"]

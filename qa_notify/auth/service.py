@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 
-from flask import session
+import redis
+from flask import current_app, session
 from flask_login import login_user, logout_user
 from sqlalchemy import select
 
 from ..events import bus
 from ..extensions import db, login_manager
 from ..models import ROLES, User
+
+log = logging.getLogger(__name__)
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{3,40}\Z")
 MIN_PASSWORD = 8
@@ -35,7 +39,39 @@ def load_user(identity: str) -> User | None:
     user = db.session.get(User, int(user_id))
     if user is None or user.session_version != int(version):
         return None
+    sid = session.get("sid")
+    if sid is None or _session_revoked(sid):
+        return None
     return user
+
+
+def _revoked_key(sid: str) -> str:
+    return f"qa:session:revoked:{sid}"
+
+
+def _session_revoked(sid: str) -> bool:
+    """True if this browser session was logged out; fails open (logged) while Redis is away."""
+    r = bus.redis_client_or_none()
+    if r is None:
+        return False
+    try:
+        return bool(r.exists(_revoked_key(sid)))
+    except redis.RedisError:
+        log.warning("could not check session revocation: Redis unavailable")
+        return False
+
+
+def _revoke_session(sid: str) -> None:
+    """Refuse this session id from now on, for as long as any cookie carrying it could be valid."""
+    r = bus.redis_client_or_none()
+    if r is None:
+        return
+    # Flask refuses any session cookie older than PERMANENT_SESSION_LIFETIME, so no longer.
+    ttl = int(current_app.permanent_session_lifetime.total_seconds())
+    try:
+        r.set(_revoked_key(sid), 1, ex=ttl)
+    except redis.RedisError:
+        log.warning("could not record a logout: Redis unavailable; the old cookie stays valid until it expires")
 
 
 def validate_credentials(username: str, password: str) -> None:
@@ -71,15 +107,23 @@ def authenticate(username: str, password: str) -> User | None:
 
 
 def start_session(user: User, remember: bool = False) -> None:
-    """Log ``user`` in on a fresh session (no fixation: the old session's data is dropped)."""
+    """Log ``user`` in on a fresh session (no fixation: the old session's data is dropped).
+
+    "Keep me signed in" makes the session cookie last PERMANENT_SESSION_LIFETIME instead of
+    using Flask-Login's remember cookie, whose value is the same on every device of a user
+    and so could not be revoked for one browser at logout.
+    """
     session.clear()
-    login_user(user, remember=remember)
+    login_user(user)
+    session.permanent = remember
     session["sid"] = secrets.token_urlsafe(16)
 
 
 def end_session(user: User) -> None:
-    """Log out this browser and close its open notification streams."""
+    """Log out this browser: its cookies stop working, even if copied, and its streams close."""
     sid = session.get("sid")
+    if sid:
+        _revoke_session(sid)
     logout_user()
     session.clear()
     r = bus.redis_client_or_none()
