@@ -15,6 +15,13 @@ graceful_timeout = 10
 keepalive = 75
 
 
+def on_starting(server):
+    """Each stream is a socket: lift the soft open-file limit (often 1,024) to the hard one."""
+    from qa_notify.limits import raise_open_file_limit
+
+    raise_open_file_limit()
+
+
 def post_worker_init(worker):
     """On SIGTERM, end this worker's streams at once so browsers reconnect to another one."""
     from qa_notify.notifications.stream import close_all_streams

@@ -59,6 +59,13 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "ram_gib": round(int(mem) / 1024 / 1024, 1), "python": platform.python_version()}
 
 
+def _without_samples(result):
+    """The result without its per-event latency lists, for the console."""
+    if isinstance(result, dict):
+        return {k: _without_samples(v) for k, v in result.items() if k != "latencies_ms"}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, about 2 minutes")
@@ -77,7 +84,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
         }
         (RESULTS / f"{name}{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps({k: v for k, v in result.items() if k != "latencies_ms"}), flush=True)
+        print(json.dumps(_without_samples(result)), flush=True)
     report.write(RESULTS, quick=args.quick)
 
 

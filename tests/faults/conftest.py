@@ -38,12 +38,18 @@ def _own_servers_only():
 class FaultStack:
     """A Redis we can kill, a SQLite database, the app in-process, and child processes."""
 
-    def __init__(self, tmp: Path, persist: bool = True) -> None:
+    def __init__(self, tmp: Path, persist: bool = True, separate_broker: bool = False) -> None:
         self.tmp = tmp
         self.persist = persist
         self.port = free_port()
         self.redis = EmbeddedRedis(tmp / "valkey", port=self.port, persist=persist).start()
         self.redis_url = self.redis.url
+        # A broker of its own (no persistence), so a test can take the broker away alone.
+        self.broker_port = free_port()
+        self.broker = (
+            EmbeddedRedis(tmp / "broker", port=self.broker_port, persist=False).start() if separate_broker else None
+        )
+        self.broker_url = self.broker.url if self.broker else self.redis_url
         self.database_url = f"sqlite:///{tmp / 'faults.sqlite'}"
         self.web: WebProcess | None = None
         self.workers: list[subprocess.Popen] = []
@@ -51,6 +57,7 @@ class FaultStack:
             **os.environ,
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.broker_url,
             "SECRET_KEY": "test-secret",
             "OUTBOX_RELAY_SECONDS": "1",
             "OUTBOX_RELAY_AGE_SECONDS": "1",
@@ -76,8 +83,8 @@ class FaultStack:
 
     # -- processes --------------------------------------------------------------------------
 
-    def start_web(self) -> WebProcess:
-        self.web = WebProcess(self.database_url, self.redis_url, SSE_HEARTBEAT_SECONDS="1")
+    def start_web(self, **settings: str) -> WebProcess:
+        self.web = WebProcess(self.database_url, self.redis_url, **{"SSE_HEARTBEAT_SECONDS": "1", **settings})
         self.web.env.update({k: v for k, v in self.env.items() if k not in os.environ})
         return self.web.start()
 
@@ -97,6 +104,12 @@ class FaultStack:
     def restart_redis(self) -> None:
         self.redis = EmbeddedRedis(self.tmp / "valkey", port=self.port, persist=self.persist).start()
 
+    def kill_broker(self) -> None:
+        self.broker.kill()
+
+    def restart_broker(self) -> None:
+        self.broker = EmbeddedRedis(self.tmp / "broker", port=self.broker_port, persist=False).start()
+
     def close(self) -> None:
         if self.web:
             self.web.kill()
@@ -105,6 +118,8 @@ class FaultStack:
                 os.killpg(proc.pid, 9)
                 proc.wait()
         self.redis.stop()
+        if self.broker:
+            self.broker.stop()
 
     # -- data -------------------------------------------------------------------------------
 
@@ -117,10 +132,11 @@ class FaultStack:
             db.session.commit()
             return [u.id for u in users]
 
-    def publish(self, user_ids: list[int], n: int) -> None:
-        """Emit event ``n`` (type ``tick``) to the users, through the outbox, in-process."""
+    def publish(self, user_ids: list[int], n: int, pad: int = 0) -> None:
+        """Emit event ``n`` (type ``tick``, ``pad`` bytes of filler) to the users, through the outbox."""
+        data = {"n": n, "pad": "x" * pad} if pad else {"n": n}
         with self.app.app_context():
-            emit(CustomEvent(name="tick", data={"n": n}), {"kind": "users", "user_ids": user_ids})
+            emit(CustomEvent(name="tick", data=data), {"kind": "users", "user_ids": user_ids})
             db.session.commit()
 
     def relay(self) -> None:
@@ -128,7 +144,8 @@ class FaultStack:
         with self.app.app_context(), contextlib.suppress(Exception):  # Redis still away: next time
             self.app.extensions["celery"].tasks["workers.relay_outbox"].apply()
 
-    def inbox_ticks(self, user_id: int) -> list[int]:
+    def inbox_ticks(self, user_id: int, event: str = "tick", key=lambda data: data["n"]) -> list[int]:
+        """The numbers of the ``event`` notifications in a user's inbox, oldest first."""
         from sqlalchemy import select
 
         from qa_notify.models import Notification
@@ -137,16 +154,20 @@ class FaultStack:
             rows = db.session.scalars(
                 select(Notification).where(Notification.user_id == user_id).order_by(Notification.id)
             )
-            return [r.payload["n"] for r in rows if r.event_type == "tick"]
+            return [key(r.payload) for r in rows if r.event_type == event]
 
 
 class ReconnectingClient:
     """An SSE reader that reconnects with Last-Event-ID, as a browser's EventSource does."""
 
-    def __init__(self, base_url: str, username: str, expect: int) -> None:
+    def __init__(
+        self, base_url: str, username: str, expect: int, event: str = "tick", key=lambda data: data["n"]
+    ) -> None:
         self.base_url = base_url
         self.username = username
         self.expect = expect
+        self.event = event
+        self.key = key
         self.ticks: list[int] = []
         self.resyncs = 0
         self.reconnects = 0
@@ -181,8 +202,8 @@ class ReconnectingClient:
                     for sse in source.iter_sse():
                         if sse.id:
                             self.last_id = sse.id
-                        if sse.event == "tick":
-                            self.ticks.append(json.loads(sse.data)["n"])
+                        if sse.event == self.event:
+                            self.ticks.append(self.key(json.loads(sse.data)))
                         elif sse.event == "resync":
                             self.resyncs += 1
                         if self.stop.is_set() or len(set(self.ticks)) >= self.expect:
@@ -207,6 +228,13 @@ def record(name: str, **figures) -> None:
 @pytest.fixture
 def fault_stack(tmp_path):
     stack = FaultStack(tmp_path)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def broker_stack(tmp_path):
+    stack = FaultStack(tmp_path, separate_broker=True)
     yield stack
     stack.close()
 

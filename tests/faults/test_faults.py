@@ -47,14 +47,17 @@ def run_series(stack, user_ids, fault, *, at: int = EVENTS // 2, pace: float = 0
     return clients, recovered
 
 
-def check_exactly_once(stack, user_ids, clients, allow_inbox_recovery: bool = False):
-    """Every tick exactly once and in order per user; the inbox holds all of them."""
+def check_exactly_once(
+    stack, user_ids, clients, allow_inbox_recovery: bool = False, ordered: bool = True, **inbox_filter
+):
+    """Every tick exactly once (and in order, if ``ordered``) per user; the inbox holds all of them."""
     lost = duplicated = 0
     for uid, client in zip(user_ids, clients, strict=True):
         ticks = client.ticks
-        assert ticks == sorted(ticks), f"user {uid}: out of order {ticks}"
+        if ordered:
+            assert ticks == sorted(ticks), f"user {uid}: out of order {ticks}"
         duplicated += len(ticks) - len(set(ticks))
-        inbox = stack.inbox_ticks(uid)
+        inbox = stack.inbox_ticks(uid, **inbox_filter)
         assert sorted(inbox) == list(range(EVENTS)), f"user {uid}: inbox {inbox}"
         missing = set(range(EVENTS)) - set(ticks)
         if missing and not (allow_inbox_recovery and client.resyncs):
@@ -208,3 +211,129 @@ def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
     )
     assert rows == distinct == followers
     assert all(n == 1 for n in lengths), "a follower got a duplicate or nothing"
+
+
+def test_broker_unreachable_at_commit_the_relay_delivers_later(broker_stack):
+    """Answers posted over HTTP while the broker is down still reach every follower, once."""
+    import httpx
+
+    from qa_notify.extensions import db
+    from qa_notify.models import Question, QuestionFollow
+
+    stack = broker_stack
+    *followers, answerer = stack.users(USERS + 1)
+    with stack.app.app_context():
+        question = Question(title="Outage?", body="", author_id=answerer)
+        db.session.add(question)
+        db.session.flush()
+        db.session.add_all(QuestionFollow(user_id=uid, question_id=question.id) for uid in followers)
+        db.session.commit()
+        qid = question.id
+    web = stack.start_web()
+    stack.start_worker(beat=True)
+    excerpt = {"event": "new_answers", "key": lambda data: int(data["excerpt"])}
+    clients = [ReconnectingClient(web.url, f"user{i}", EVENTS, **excerpt).start() for i in range(USERS)]
+    for c in clients:
+        assert c.opened.wait(10)
+    poster = ReconnectingClient(web.url, f"user{USERS}", 0)._login()
+    poster.headers["X-CSRFToken"] = poster.get("/api/csrf").json()["csrf_token"]
+    statuses = []
+    for n in range(EVENTS):
+        if n == EVENTS // 3:
+            stack.kill_broker()
+        if n == 2 * EVENTS // 3:
+            stack.restart_broker()
+            back_at = time.monotonic()
+        resp = poster.post(f"/api/questions/{qid}/answers", json={"body": str(n)}, timeout=30)
+        statuses.append(resp.status_code)
+        time.sleep(0.05)
+    for c in clients:
+        c.join(60)
+    recovered = time.monotonic() - back_at
+    assert statuses == [201] * EVENTS, "an answer was refused while the broker was away"
+    lost, dup = check_exactly_once(stack, followers, clients, ordered=False, **excerpt)
+    reordered = sum(1 for c in clients for a, b in zip(c.ticks, c.ticks[1:], strict=False) if b < a)
+    record(
+        "broker_unreachable",
+        sent=EVENTS * USERS,
+        received=sum(len(c.ticks) for c in clients),
+        lost=lost,
+        duplicated=dup,
+        recover_s=round(recovered, 2),
+        posted_while_down=EVENTS // 3,
+        arrived_out_of_commit_order=reordered,
+    )
+    assert (lost, dup) == (0, 0)
+    httpx.Client.close(poster)
+
+
+def _stalled_reader(stack, username: str, read_ticks: int):
+    """A client that reads ``read_ticks`` ticks, remembers the last id, then stops reading."""
+    import json
+    import socket
+
+    login = ReconnectingClient(stack.web.url, username, 0)._login()
+    cookie = "; ".join(f"{k}={v}" for k, v in login.cookies.items())
+    sock = socket.create_connection(("127.0.0.1", stack.web.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
+    state = {"ticks": [], "last_id": None, "buf": b""}
+
+    def read_some() -> None:
+        while len(state["ticks"]) < read_ticks:
+            state["buf"] += sock.recv(65536)
+            while b"\n\n" in state["buf"]:
+                block, state["buf"] = state["buf"].split(b"\n\n", 1)
+                fields = dict(
+                    line.split(": ", 1) for line in block.decode().split("\n") if ": " in line and line[0] != ":"
+                )
+                if fields.get("event") == "tick":
+                    state["ticks"].append(json.loads(fields["data"])["n"])
+                    state["last_id"] = fields["id"]
+
+    return sock, state, read_some, login
+
+
+def test_client_that_stops_reading_is_cut_off_and_replays_later(fault_stack):
+    stack = fault_stack
+    *user_ids, stalled_id = stack.users(USERS + 1)
+    web = stack.start_web(SSE_BUFFER_SIZE="4")
+    clients = [ReconnectingClient(web.url, f"user{i}", EVENTS).start() for i in range(USERS)]
+    for c in clients:
+        assert c.opened.wait(10)
+    sock, state, read_some, login = _stalled_reader(stack, f"user{USERS}", read_ticks=5)
+    sock.settimeout(10)
+    cut_before = web.metric("qa_notify_slow_consumers_total")
+    open_before = web.metric("qa_notify_open_streams")
+    for n in range(5):
+        stack.publish(user_ids + [stalled_id], n)
+    read_some()  # from here on it reads nothing
+    started = time.monotonic()
+    for n in range(5, EVENTS):
+        stack.publish(user_ids, n)
+        stack.publish([stalled_id], n, pad=500_000)  # big events fill its socket buffers quickly
+        time.sleep(0.02)
+    while web.metric("qa_notify_slow_consumers_total") <= cut_before:
+        assert time.monotonic() - started < 20, "the stalled client was never cut off"
+        time.sleep(0.1)
+    cut_after = time.monotonic() - started
+    for c in clients:
+        c.join(20)
+    lost, dup = check_exactly_once(stack, user_ids, clients)
+    assert (lost, dup) == (0, 0), "the stalled client held the others back"
+    assert web.metric("qa_notify_open_streams") == open_before - 1, "the cut-off stream was not freed"
+    sock.close()
+    # It comes back (as EventSource would) with the last id it read, and gets the rest once.
+    resumed = ReconnectingClient(web.url, f"user{USERS}", EVENTS - 5)
+    resumed.last_id = state["last_id"]
+    resumed.start().join(20)
+    record(
+        "slow_client",
+        sent=EVENTS * (USERS + 1),
+        received=sum(len(c.ticks) for c in clients) + len(state["ticks"]) + len(resumed.ticks),
+        lost=lost + len(set(range(5, EVENTS)) - set(resumed.ticks)),
+        duplicated=dup + len(resumed.ticks) - len(set(resumed.ticks)),
+        recover_s=round(cut_after, 2),
+    )
+    assert state["ticks"] + resumed.ticks == list(range(EVENTS))
+    login.close()
