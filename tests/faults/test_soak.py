@@ -41,6 +41,7 @@ def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@pytest.mark.timeout(WARM_UP_SECONDS + SOAK_SECONDS + 300)
 def test_soak_memory_files_and_connections_stay_flat(fault_stack):
     import redis
 
