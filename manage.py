@@ -47,15 +47,13 @@ def cli() -> None:
 @listen_options
 def web(host: str, port: int) -> None:
     """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
-    from gevent.pywsgi import WSGIServer
-
     from qa_notify.limits import raise_open_file_limit
     from qa_notify.notifications.stream import close_all_streams
+    from qa_notify.webserver import make_server
 
     raise_open_file_limit()
     app = create_app()
-    # A deep accept queue: after a restart thousands of browsers reconnect at once.
-    server = WSGIServer((host, port), app, log=None, error_log="default", backlog=4096)
+    server = make_server(app, host, port)
 
     def stop(*_):
         close_all_streams(app)

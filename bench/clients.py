@@ -24,7 +24,9 @@ class ClientFleet:
         path: str = "/notifications",
         cookie_name: str | None = "session",
         ready_on: str = "first_bytes",
+        connect_rate: float = 4000,
     ) -> None:
+        """``connect_rate``: new streams per second, over all the processes."""
         self.events: list[dict] = []
         self.ready = 0
         self.errors = 0
@@ -34,12 +36,14 @@ class ClientFleet:
         self._ready_count = 0
         self._lock = threading.Lock()
         items = list(cookies.items())
+        processes = max(1, -(-len(items) // PER_PROCESS))
         for start in range(0, len(items), PER_PROCESS):
             job = {
                 "port": port,
                 "path": path,
                 "cookie_name": cookie_name,
                 "ready_on": ready_on,
+                "connect_per_second": connect_rate / processes,
                 "seconds": seconds,
                 "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
             }

@@ -21,7 +21,7 @@ import httpx
 from qa_notify.events import bus
 
 from .clients import ClientFleet
-from .scenarios import _workdir, latencies_ms, latency_summary, paced
+from .scenarios import CONNECT_RATE, _workdir, latencies_ms, latency_summary, paced
 from .stack import Stack, only_child, redis_clients, rss_kb
 from .users import create_users, session_cookies
 
@@ -54,7 +54,13 @@ def _wait_subscribed(r, expected: int, timeout: float = 120) -> int:
 
 def _flask_sse_fleet(url: str, uids: list[int]) -> ClientFleet:
     return ClientFleet(
-        _port(url), {uid: "" for uid in uids}, seconds=300, path=CHANNEL, cookie_name=None, ready_on="connect"
+        _port(url),
+        {uid: "" for uid in uids},
+        seconds=300,
+        path=CHANNEL,
+        cookie_name=None,
+        ready_on="connect",
+        connect_rate=CONNECT_RATE,
     )
 
 

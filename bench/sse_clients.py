@@ -3,7 +3,7 @@
 Run as ``python -m bench.sse_clients`` with a JSON job on stdin:
 ``{"port": 5000, "path": "/notifications", "cookies": {"<uid>": "<session cookie>"},
 "cookie_name": "session", "seconds": 60}``. ``path`` may contain ``{uid}``; a ``null``
-``cookie_name`` sends no cookie. It prints JSON lines: ``{"ready": n}`` once every stream
+``cookie_name`` sends no cookie; ``connect_per_second`` paces the connects (default 4,000). It prints JSON lines: ``{"ready": n}`` once every stream
 has sent its first bytes (or, with ``"ready_on": "connect"``, once every request is sent:
 flask-sse answers nothing until its first event), then ``{"uid", "type", "t", "data"}``
 per event (``t`` = receive time, time.time()), and stops after ``seconds`` or when stdin
@@ -116,8 +116,8 @@ def main() -> None:
                 errors,
             )
         )
-        if i % 200 == 199:
-            gevent.sleep(0.05)  # do not flood the listen backlog
+        if i % 50 == 49:
+            gevent.sleep(50 / job.get("connect_per_second", 4000))  # paced, as browsers arrive
     all_ready.wait(timeout=job.get("connect_timeout", 120))
     emit({"ready": len(ready), "errors": len(errors), "error_sample": errors[:3]})
     stop = Event()

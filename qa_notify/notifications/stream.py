@@ -78,7 +78,9 @@ def notifications_stream():
             raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
     body = _event_stream(hub, sub, r, backlog, cfg["SSE_RETRY_MS"], cfg["SSE_HEARTBEAT_SECONDS"])
-    response = Response(body, mimetype="text/event-stream")
+    # direct_passthrough: the server iterates our generator itself (it already yields bytes),
+    # without werkzeug's two wrapping iterators, which every idle stream would keep.
+    response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"
     return response
