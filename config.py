@@ -63,6 +63,9 @@ class Config:
 
     # Notification delivery.
     SSE_RETRY_MS = _env_int("SSE_RETRY_MS", 2000)
+    # Each stream's retry hint adds a random 0..SSE_RETRY_JITTER_MS, so the browsers of a
+    # restarted process come back spread over a few seconds instead of in one storm.
+    SSE_RETRY_JITTER_MS = _env_int("SSE_RETRY_JITTER_MS", 3000)
     SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
     SSE_MAX_STREAMS_PER_USER = _env_int("SSE_MAX_STREAMS_PER_USER", 10)
     SSE_BUFFER_SIZE = _env_int("SSE_BUFFER_SIZE", 256)

@@ -83,7 +83,7 @@ def test_stream_headers_and_retry_hint(web, login_as):
         assert resp.headers["cache-control"] == "no-cache"
         assert resp.headers["x-accel-buffering"] == "no"
         first = next(resp.iter_lines())
-        assert first == "retry: 2000"
+        assert 2000 <= int(first.removeprefix("retry: ")) <= 5000  # 2 s plus up to 3 s of jitter
 
 
 def test_answer_reaches_the_asker_live(web, login_as):

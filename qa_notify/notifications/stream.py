@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
 import redis
 from flask import Response, current_app, request, session
@@ -77,7 +78,8 @@ def notifications_stream():
             log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
             raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
-    body = _event_stream(hub, sub, r, backlog, cfg["SSE_RETRY_MS"], cfg["SSE_HEARTBEAT_SECONDS"])
+    retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
+    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"])
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)

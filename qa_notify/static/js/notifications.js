@@ -238,7 +238,8 @@
         // gives up, so retry ourselves, after checking we are still signed in.
         source = null;
         refreshUnread();
-        setTimeout(connect, retryDelay);
+        // Jittered (0.5x-1.5x) so the pages of a restarted server do not return in step.
+        setTimeout(connect, retryDelay * (0.5 + Math.random()));
         retryDelay = Math.min(retryDelay * 2, 30000);
       }
     });
