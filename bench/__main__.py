@@ -1,7 +1,8 @@
 """Run the benchmarks and write bench/results/*.json and docs/benchmarks.md.
 
 ``python -m bench`` runs everything at full size (about 10 minutes on 2 cores);
-``python -m bench --quick`` runs small versions; ``--only NAME`` runs one scenario.
+``python -m bench --quick`` runs small versions (their figures stay out of the docs);
+``--only NAME`` runs one scenario.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _without_samples(result):
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="small sizes, about 2 minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes; docs are not rewritten")
     parser.add_argument("--only", choices=sorted(RUNNERS), action="append", help="run just this scenario (repeatable)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -85,7 +86,10 @@ def main() -> None:
         }
         (RESULTS / f"{name}{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(_without_samples(result)), flush=True)
-    report.write(RESULTS, quick=args.quick)
+    if args.quick:
+        print("quick run: figures in bench/results/*-quick.json; docs/benchmarks.md is left as it is")
+    else:
+        report.write(RESULTS)
 
 
 if __name__ == "__main__":

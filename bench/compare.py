@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 
@@ -64,6 +65,22 @@ def _flask_sse_fleet(url: str, uids: list[int]) -> ClientFleet:
     )
 
 
+@contextmanager
+def _flask_sse_streams(name: str, streams: int):
+    """A flask-sse server with streams open for users 1..``streams``;
+    yields (url, uids, fleet, redis client, streams subscribed)."""
+    stack = Stack(_workdir(name))
+    try:
+        url, _ = stack.start_flask_sse()
+        uids = list(range(1, streams + 1))
+        fleet = _flask_sse_fleet(url, uids)
+        r = stack.redis()
+        yield url, uids, fleet, r, _wait_subscribed(r, streams)
+        fleet.close()
+    finally:
+        stack.close()
+
+
 def _message(marker: str) -> str:
     """What ``sse.publish({"excerpt": marker}, type="new_answers")`` puts on the channel."""
     return json.dumps({"data": {"excerpt": marker}, "type": "new_answers"})
@@ -71,12 +88,7 @@ def _message(marker: str) -> str:
 
 def flask_sse_latency(streams: int, rate: float, seconds: float) -> dict:
     """1,000 streams; a driver POSTs to flask-sse's publish endpoint at ``rate``/s."""
-    stack = Stack(_workdir("flask-sse-latency"))
-    try:
-        url, _ = stack.start_flask_sse()
-        uids = list(range(1, streams + 1))
-        fleet = _flask_sse_fleet(url, uids)
-        connected = _wait_subscribed(stack.redis(), streams)
+    with _flask_sse_streams("flask-sse-latency", streams) as (url, uids, fleet, _, connected):
         local = threading.local()
         errors = []
 
@@ -91,10 +103,7 @@ def flask_sse_latency(streams: int, rate: float, seconds: float) -> dict:
 
         total = int(rate * seconds)
         lat = latencies_ms(fleet, paced(total, rate, post), total)
-        fleet.close()
-        return {"streams": connected, "events": total, "post_errors": len(errors), **latency_summary(lat)}
-    finally:
-        stack.close()
+    return {"streams": connected, "events": total, "post_errors": len(errors), **latency_summary(lat)}
 
 
 def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
@@ -119,34 +128,19 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
         result["qa_notify"] = {"streams": fleet.ready, "events": total, **latency_summary(lat)}
     finally:
         stack.close()
-    stack = Stack(_workdir("stream-path-flask-sse"))
-    try:
-        url, _ = stack.start_flask_sse()
-        uids = list(range(1, streams + 1))
-        fleet = _flask_sse_fleet(url, uids)
-        r = stack.redis()
-        connected = _wait_subscribed(r, streams)
+    with _flask_sse_streams("stream-path-flask-sse", streams) as (_, uids, fleet, r, connected):
 
         def publish(i: int) -> None:
             r.publish(f"user.{uids[i % len(uids)]}", _message(f"m{i}"))
 
         lat = latencies_ms(fleet, paced(total, rate, publish, workers=0), total)
-        fleet.close()
-        result["flask_sse"] = {"streams": connected, "events": total, **latency_summary(lat)}
-    finally:
-        stack.close()
+    result["flask_sse"] = {"streams": connected, "events": total, **latency_summary(lat)}
     return result
 
 
 def flask_sse_broadcast(streams: int) -> dict:
     """One announcement to every user: flask-sse must PUBLISH once per user channel."""
-    stack = Stack(_workdir("flask-sse-broadcast"))
-    try:
-        url, _ = stack.start_flask_sse()
-        uids = list(range(1, streams + 1))
-        fleet = _flask_sse_fleet(url, uids)
-        r = stack.redis()
-        connected = _wait_subscribed(r, streams)
+    with _flask_sse_streams("flask-sse-broadcast", streams) as (_, uids, fleet, r, connected):
         message = json.dumps({"data": {"message": "Maintenance at noon"}, "type": "broadcast"})
         sent_at = time.time()
         pipe = r.pipeline(transaction=False)
@@ -157,16 +151,13 @@ def flask_sse_broadcast(streams: int) -> dict:
         while len(fleet.events_of("broadcast")) < connected and time.monotonic() < deadline:
             time.sleep(0.05)
         arrivals = sorted(e["t"] - sent_at for e in fleet.events_of("broadcast"))
-        fleet.close()
-        return {
-            "streams": streams,
-            "connected": connected,
-            "received": len(arrivals),
-            "median_seconds": round(arrivals[len(arrivals) // 2], 3) if arrivals else None,
-            "last_seconds": round(arrivals[-1], 3) if arrivals else None,
-        }
-    finally:
-        stack.close()
+    return {
+        "streams": streams,
+        "connected": connected,
+        "received": len(arrivals),
+        "median_seconds": round(arrivals[len(arrivals) // 2], 3) if arrivals else None,
+        "last_seconds": round(arrivals[-1], 3) if arrivals else None,
+    }
 
 
 def flask_sse_capacity(streams: int, hold_seconds: float = 20) -> dict:
