@@ -13,7 +13,6 @@ and how many idle streams one process holds, with its RSS and Redis connections.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from contextlib import contextmanager
 
@@ -22,7 +21,7 @@ import httpx
 from qa_notify.events import bus
 
 from .clients import ClientFleet
-from .scenarios import CONNECT_RATE, _workdir, latencies_ms, latency_summary, paced
+from .scenarios import CONNECT_RATE, ThreadClients, _workdir, measure_latency
 from .stack import Stack, only_child, redis_clients, rss_kb
 from .users import create_users, session_cookies
 
@@ -89,21 +88,19 @@ def _message(marker: str) -> str:
 def flask_sse_latency(streams: int, rate: float, seconds: float) -> dict:
     """1,000 streams; a driver POSTs to flask-sse's publish endpoint at ``rate``/s."""
     with _flask_sse_streams("flask-sse-latency", streams) as (url, uids, fleet, _, connected):
-        local = threading.local()
+        clients = ThreadClients(base_url=url, timeout=10)
         errors = []
 
         def post(i: int) -> None:
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=url, timeout=10)
             body = {"channel": f"user.{uids[i % len(uids)]}", "type": "new_answers", "data": {"excerpt": f"m{i}"}}
             try:
-                local.client.post("/publish", json=body).raise_for_status()
+                clients.get().post("/publish", json=body).raise_for_status()
             except httpx.HTTPError:
                 errors.append(i)
 
         total = int(rate * seconds)
-        lat = latencies_ms(fleet, paced(total, rate, post), total)
-    return {"streams": connected, "events": total, "post_errors": len(errors), **latency_summary(lat)}
+        figures = measure_latency(fleet, post, total, rate)
+    return {"streams": connected, "events": total, "post_errors": len(errors), **figures}
 
 
 def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
@@ -123,9 +120,9 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
             with app.app_context():
                 bus.push_notifications(r, "new_answers", {"excerpt": f"m{i}"}, [(ids[i % len(ids)], 10**9 + i)])
 
-        lat = latencies_ms(fleet, paced(total, rate, push, workers=0), total)
+        figures = measure_latency(fleet, push, total, rate, workers=0)
         fleet.close()
-        result["qa_notify"] = {"streams": fleet.ready, "events": total, **latency_summary(lat)}
+        result["qa_notify"] = {"streams": fleet.ready, "events": total, **figures}
     finally:
         stack.close()
     with _flask_sse_streams("stream-path-flask-sse", streams) as (_, uids, fleet, r, connected):
@@ -133,8 +130,8 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
         def publish(i: int) -> None:
             r.publish(f"user.{uids[i % len(uids)]}", _message(f"m{i}"))
 
-        lat = latencies_ms(fleet, paced(total, rate, publish, workers=0), total)
-    result["flask_sse"] = {"streams": connected, "events": total, **latency_summary(lat)}
+        figures = measure_latency(fleet, publish, total, rate, workers=0)
+    result["flask_sse"] = {"streams": connected, "events": total, **figures}
     return result
 
 
