@@ -53,7 +53,9 @@ class Stack:
         """Start ``manage.py web`` with the open-file limit raised; return its URL and process."""
         port = free_port()
         cmd = f"ulimit -n {FD_LIMIT} && exec {sys.executable} {REPO / 'manage.py'} web --port {port}"
-        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=subprocess.DEVNULL)
+        name = "web"
+        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=log)
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url)
@@ -66,7 +68,9 @@ class Stack:
             f"ulimit -n {FD_LIMIT} && exec {sys.executable} -m gunicorn -k gevent -w 1 "
             f"--worker-connections {FD_LIMIT} --backlog 4096 -b 127.0.0.1:{port} bench.flask_sse_app:app"
         )
-        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=subprocess.DEVNULL)
+        name = "flask-sse"
+        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=log)
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
         _wait_healthy(url)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import redis
+import sqlalchemy.exc
 from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -46,6 +48,27 @@ def register(app: Flask) -> None:
                 response.headers["Allow"] = ", ".join(exc.valid_methods)
             return response
         return render_template("error.html", code=exc.code, message=message), exc.code
+
+    @app.errorhandler(sqlalchemy.exc.TimeoutError)
+    @app.errorhandler(sqlalchemy.exc.OperationalError)
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def backend_unavailable(exc: Exception):
+        # The database or Redis is unreachable, locked or out of free connections (a
+        # reconnect storm): a condition to retry, not a bug. 503 + Retry-After tells
+        # browsers and proxies so.
+        from .extensions import db
+
+        db.session.rollback()
+        log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
+        message = "the service is briefly unavailable; retry in a few seconds"
+        if wants_json():
+            response = error_response(503, message)
+        else:
+            response = render_template("error.html", code=503, message=message), 503
+            response = app.make_response(response)
+        response.headers["Retry-After"] = "3"
+        return response
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

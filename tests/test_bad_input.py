@@ -80,3 +80,13 @@ def test_nul_characters_in_forms_are_refused_not_crashed(path, login_as):
     resp = client.client.post(path, data={"username": "a\x00b", "title": "t\x00", "csrf_token": client.token()})
     assert resp.status_code == 400
     assert client.get("/?q=a%00b").status_code == 400
+
+
+def test_an_unreachable_database_is_a_503_to_retry_not_a_500(app_config):
+    from qa_notify import create_app
+
+    broken = create_app({**app_config, "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    resp = broken.test_client().get("/api/questions/1")
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "3"
+    assert "retry" in resp.get_json()["error"]

@@ -36,11 +36,12 @@ def load_user(identity: str) -> User | None:
     user_id, _, version = identity.partition(":")
     if not user_id.isdigit() or not version.isdigit():
         return None
-    user = db.session.get(User, int(user_id))
-    if user is None or user.session_version != int(version):
-        return None
+    # Redis first: a request waiting for Redis must not hold a database connection meanwhile.
     sid = session.get("sid")
     if sid is None or _session_revoked(sid):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.session_version != int(version):
         return None
     return user
 
