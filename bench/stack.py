@@ -51,24 +51,21 @@ class Stack:
 
     def start_web(self) -> tuple[str, subprocess.Popen]:
         """Start ``manage.py web`` with the open-file limit raised; return its URL and process."""
-        port = free_port()
-        cmd = f"ulimit -n {FD_LIMIT} && exec {sys.executable} {REPO / 'manage.py'} web --port {port}"
-        name = "web"
-        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=log)
-        self.children.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url)
-        return url, proc
+        return self._serve("web", "{python} " + str(REPO / "manage.py") + " web --port {port}")
 
     def start_flask_sse(self) -> tuple[str, subprocess.Popen]:
         """Start the flask-sse comparison app under ``gunicorn -k gevent``; return its URL and master."""
+        return self._serve(
+            "flask-sse",
+            "{python} -m gunicorn -k gevent -w 1 --worker-connections " + str(FD_LIMIT)
+            + " --backlog 4096 -b 127.0.0.1:{port} bench.flask_sse_app:app",
+        )  # fmt: skip
+
+    def _serve(self, name: str, command: str) -> tuple[str, subprocess.Popen]:
+        """Run ``command`` (with ``{python}`` and ``{port}`` filled in) under a raised open-file
+        limit, its stderr in ``<workdir>/<name>.log``; wait until it answers /healthz."""
         port = free_port()
-        cmd = (
-            f"ulimit -n {FD_LIMIT} && exec {sys.executable} -m gunicorn -k gevent -w 1 "
-            f"--worker-connections {FD_LIMIT} --backlog 4096 -b 127.0.0.1:{port} bench.flask_sse_app:app"
-        )
-        name = "flask-sse"
+        cmd = f"ulimit -n {FD_LIMIT} && exec " + command.format(python=sys.executable, port=port)
         log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=log)
         self.children.append(proc)
