@@ -51,6 +51,15 @@ def ask_as(app, author_id: int, title: str) -> int:
 
 
 def session_cookies(app, user_ids: list[int]) -> dict[int, str]:
-    """Return a signed Flask session cookie per user, as flask-login would have stored it."""
+    """Return a signed Flask session cookie per user, as a login from the load generator
+    (127.0.0.1, no User-Agent) would have stored it, ``_id`` included: without it
+    Flask-Login would rewrite the session, and send a new cookie, on every stream."""
+    from flask_login.utils import _create_identifier
+
     serializer = app.session_interface.get_signing_serializer(app)
-    return {uid: serializer.dumps({"_user_id": f"{uid}:1", "_fresh": True, "sid": f"bench-{uid}"}) for uid in user_ids}
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        identifier = _create_identifier()
+    return {
+        uid: serializer.dumps({"_user_id": f"{uid}:1", "_fresh": True, "_id": identifier, "sid": f"bench-{uid}"})
+        for uid in user_ids
+    }
