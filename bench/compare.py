@@ -22,14 +22,10 @@ from qa_notify.events import bus
 
 from .clients import ClientFleet
 from .scenarios import CONNECT_RATE, ThreadClients, _workdir, measure_latency
-from .stack import Stack, only_child, redis_clients, rss_kb
+from .stack import Stack, only_child, port_of, redis_clients, rss_kb
 from .users import create_users, session_cookies
 
 CHANNEL = "/stream?channel=user.{uid}"
-
-
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
 
 
 def _subscribed(r) -> int:
@@ -54,7 +50,7 @@ def _wait_subscribed(r, expected: int, timeout: float = 120) -> int:
 
 def _flask_sse_fleet(url: str, uids: list[int]) -> ClientFleet:
     return ClientFleet(
-        _port(url),
+        port_of(url),
         {uid: "" for uid in uids},
         seconds=300,
         path=CHANNEL,
@@ -112,7 +108,7 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
         app = stack.app()
         ids = create_users(app, streams, prefix="s")
         url, _ = stack.start_web()
-        fleet = ClientFleet(_port(url), session_cookies(app, ids), seconds=300)
+        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300)
         fleet.wait_ready()
         r = bus.make_redis(stack.redis_url)
 

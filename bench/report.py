@@ -138,7 +138,8 @@ def write(results: Path, quick: bool = False) -> Path:
     if r["flask_sse"]:
         lines += _comparison(r)
     out = DOCS / "benchmarks.md"
-    kept = out.read_text().split(HAND_WRITTEN, 1)[1] if out.exists() and HAND_WRITTEN in out.read_text() else ""
+    old = out.read_text() if out.exists() else ""
+    kept = old.split(HAND_WRITTEN, 1)[1] if HAND_WRITTEN in old else ""
     out.write_text("\n".join(lines) + _NOTES + "\n" + HAND_WRITTEN + kept)
     return out
 

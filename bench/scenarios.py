@@ -16,12 +16,14 @@ from qa_notify.extensions import db
 from qa_notify.models import Notification, OutboxEvent, User
 
 from .clients import ClientFleet
-from .stack import Stack, redis_clients, rss_kb
+from .stack import Stack, port_of, redis_clients, rss_kb
 from .users import PASSWORD, ask_as, create_admin, create_users, follow_question, session_cookies
 
 # Streams opened per second in the broadcast and capacity scenarios: browsers arriving
 # briskly, not all in the same millisecond (see docs/benchmarks.md for the storm case).
 CONNECT_RATE = 1000
+# Threads sending HTTP requests in the latency scenarios, each with its own client.
+DRIVER_THREADS = 16
 
 
 def _workdir(name: str) -> Path:
@@ -126,9 +128,7 @@ def broadcast(streams: int = 10_000) -> dict:
         admin = create_admin(app)
         url, web = stack.start_web()
         stack.start_worker(concurrency=2)
-        fleet = ClientFleet(
-            int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300, connect_rate=CONNECT_RATE
-        )
+        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300, connect_rate=CONNECT_RATE)
         fleet.wait_ready()
         from qa_notify.admin.service import send_broadcast
 
@@ -164,15 +164,13 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
         clients_before = redis_clients(r)
         url, web = stack.start_web()
         httpx.get(url + "/healthz")
-        warm = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids[:10]), seconds=30)
+        warm = ClientFleet(port_of(url), session_cookies(app, ids[:10]), seconds=30)
         warm.wait_ready()
         warm.close()
         time.sleep(6)
         pid = web.pid  # bash execs the web server, so this is its pid
         rss_before = rss_kb(pid)
-        fleet = ClientFleet(
-            int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300, connect_rate=CONNECT_RATE
-        )
+        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300, connect_rate=CONNECT_RATE)
         fleet.wait_ready(timeout=300)
         time.sleep(hold_seconds)  # several heartbeats go out to every stream
         open_streams = _metric(url, "qa_notify_open_streams")
@@ -229,7 +227,7 @@ def latency(streams: int = 1000, rate: float = 100, seconds: float = 20) -> dict
             questions[uid] = qid
         url, web = stack.start_web()
         stack.start_worker(concurrency=2)
-        fleet = ClientFleet(int(url.rsplit(":", 1)[1]), session_cookies(app, ids), seconds=300)
+        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300)
         fleet.wait_ready()
         cookies, token = _login(url, "bot0", PASSWORD)
         clients = ThreadClients(base_url=url, cookies=cookies, headers={"X-CSRFToken": token}, timeout=10)
@@ -264,7 +262,7 @@ class ThreadClients:
     """One httpx client per driver thread (they are not shared), all built before the clock
     starts: building one takes tens of milliseconds, which would count as latency."""
 
-    def __init__(self, count: int = 16, **client_args) -> None:
+    def __init__(self, count: int = DRIVER_THREADS, **client_args) -> None:
         self._free: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(count):
             self._free.put(httpx.Client(**client_args))
@@ -276,7 +274,7 @@ class ThreadClients:
         return self._local.client
 
 
-def paced(total: int, rate: float, send, workers: int = 16) -> dict[str, float]:
+def paced(total: int, rate: float, send, workers: int = DRIVER_THREADS) -> dict[str, float]:
     """Call ``send(i)`` for i < total at ``rate`` per second (on a thread pool unless
     ``workers`` is 0); return the send time of each marker ``m<i>``."""
     from concurrent.futures import ThreadPoolExecutor
@@ -321,7 +319,9 @@ def latencies_ms(fleet: ClientFleet, sent: dict[str, float], total: int, wait: f
     return lat
 
 
-def measure_latency(fleet: ClientFleet, send, total: int, rate: float, workers: int = 16, warm_seconds=2.0) -> dict:
+def measure_latency(
+    fleet: ClientFleet, send, total: int, rate: float, workers: int = DRIVER_THREADS, warm_seconds: float = 2.0
+) -> dict:
     """Send events at ``rate`` without a pause: the first ``warm_seconds`` of them are
     reported apart (cold worker processes, empty connection pools and caches), the next
     ``total`` are the measured series."""

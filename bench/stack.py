@@ -100,6 +100,11 @@ class Stack:
         self.redis_server.stop()
 
 
+def port_of(url: str) -> int:
+    """The port of a ``http://host:port`` URL."""
+    return int(url.rsplit(":", 1)[1])
+
+
 def _wait_healthy(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

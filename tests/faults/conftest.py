@@ -157,6 +157,15 @@ class FaultStack:
             return [key(r.payload) for r in rows if r.event_type == event]
 
 
+def login(base_url: str, username: str) -> httpx.Client:
+    """An httpx client logged in as ``username`` (whose password is PASSWORD)."""
+    client = httpx.Client(base_url=base_url, timeout=5)
+    token = client.get("/api/csrf").json()["csrf_token"]
+    resp = client.post("/api/login", json={"username": username, "password": PASSWORD}, headers={"X-CSRFToken": token})
+    resp.raise_for_status()
+    return client
+
+
 class ReconnectingClient:
     """An SSE reader that reconnects with Last-Event-ID, as a browser's EventSource does."""
 
@@ -176,15 +185,6 @@ class ReconnectingClient:
         self.opened = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _login(self) -> httpx.Client:
-        client = httpx.Client(base_url=self.base_url, timeout=5)
-        token = client.get("/api/csrf").json()["csrf_token"]
-        resp = client.post(
-            "/api/login", json={"username": self.username, "password": PASSWORD}, headers={"X-CSRFToken": token}
-        )
-        resp.raise_for_status()
-        return client
-
     def start(self) -> ReconnectingClient:
         self.thread.start()
         return self
@@ -193,7 +193,7 @@ class ReconnectingClient:
         client = None
         while not self.stop.is_set() and len(set(self.ticks)) < self.expect:
             try:
-                client = client or self._login()
+                client = client or login(self.base_url, self.username)
                 headers = {"Last-Event-ID": self.last_id} if self.last_id else {}
                 with connect_sse(client, "GET", "/notifications", headers=headers, timeout=5) as source:
                     if source.response.status_code != 200:

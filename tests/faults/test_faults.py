@@ -16,7 +16,7 @@ import time
 import pytest
 import redis
 
-from .conftest import ReconnectingClient, record
+from .conftest import ReconnectingClient, login, record
 
 pytestmark = pytest.mark.faults
 USERS = 3
@@ -215,8 +215,6 @@ def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
 
 def test_broker_unreachable_at_commit_the_relay_delivers_later(broker_stack):
     """Answers posted over HTTP while the broker is down still reach every follower, once."""
-    import httpx
-
     from qa_notify.extensions import db
     from qa_notify.models import Question, QuestionFollow
 
@@ -235,7 +233,7 @@ def test_broker_unreachable_at_commit_the_relay_delivers_later(broker_stack):
     clients = [ReconnectingClient(web.url, f"user{i}", EVENTS, **excerpt).start() for i in range(USERS)]
     for c in clients:
         assert c.opened.wait(10)
-    poster = ReconnectingClient(web.url, f"user{USERS}", 0)._login()
+    poster = login(web.url, f"user{USERS}")
     poster.headers["X-CSRFToken"] = poster.get("/api/csrf").json()["csrf_token"]
     statuses = []
     for n in range(EVENTS):
@@ -264,7 +262,7 @@ def test_broker_unreachable_at_commit_the_relay_delivers_later(broker_stack):
         arrived_out_of_commit_order=reordered,
     )
     assert (lost, dup) == (0, 0)
-    httpx.Client.close(poster)
+    poster.close()
 
 
 def _stalled_reader(stack, username: str, read_ticks: int):
@@ -272,8 +270,8 @@ def _stalled_reader(stack, username: str, read_ticks: int):
     import json
     import socket
 
-    login = ReconnectingClient(stack.web.url, username, 0)._login()
-    cookie = "; ".join(f"{k}={v}" for k, v in login.cookies.items())
+    client = login(stack.web.url, username)
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     sock = socket.create_connection(("127.0.0.1", stack.web.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
@@ -291,7 +289,7 @@ def _stalled_reader(stack, username: str, read_ticks: int):
                     state["ticks"].append(json.loads(fields["data"])["n"])
                     state["last_id"] = fields["id"]
 
-    return sock, state, read_some, login
+    return sock, state, read_some, client
 
 
 def test_client_that_stops_reading_is_cut_off_and_replays_later(fault_stack):
@@ -301,7 +299,7 @@ def test_client_that_stops_reading_is_cut_off_and_replays_later(fault_stack):
     clients = [ReconnectingClient(web.url, f"user{i}", EVENTS).start() for i in range(USERS)]
     for c in clients:
         assert c.opened.wait(10)
-    sock, state, read_some, login = _stalled_reader(stack, f"user{USERS}", read_ticks=5)
+    sock, state, read_some, session = _stalled_reader(stack, f"user{USERS}", read_ticks=5)
     sock.settimeout(10)
     cut_before = web.metric("qa_notify_slow_consumers_total")
     open_before = web.metric("qa_notify_open_streams")
@@ -336,4 +334,4 @@ def test_client_that_stops_reading_is_cut_off_and_replays_later(fault_stack):
         recover_s=round(cut_after, 2),
     )
     assert state["ticks"] + resumed.ticks == list(range(EVENTS))
-    login.close()
+    session.close()
