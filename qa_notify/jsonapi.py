@@ -59,8 +59,13 @@ def field(
     required: bool = True,
     max_length: int | None = None,
     default: Any = None,
+    strip: bool = True,
 ) -> Any:
-    """Return ``data[name]`` checked for type and length; raise a 422 APIError otherwise."""
+    """Return ``data[name]`` checked for type and length; raise a 422 APIError otherwise.
+
+    Strings are stripped of surrounding white space unless ``strip`` is False (passwords:
+    a space is part of a password, on the API as on the HTML forms).
+    """
     if name not in data or data[name] is None:
         if required:
             raise APIError(422, f"'{name}' is required")
@@ -71,7 +76,8 @@ def field(
     if kind is str:
         if "\x00" in value:  # PostgreSQL cannot store it, and no person types it
             raise APIError(422, f"'{name}' must not contain NUL characters")
-        value = value.strip()
+        if strip:
+            value = value.strip()
         if required and not value:
             raise APIError(422, f"'{name}' must not be empty")
         if max_length is not None and len(value) > max_length:
