@@ -85,6 +85,9 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Mount the site's parts: auth, Q&A, notifications, admin."""
+    from .urls import IdConverter
+
+    app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .auth import bp as auth_bp
     from .notifications import bp as notifications_bp

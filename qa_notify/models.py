@@ -23,6 +23,15 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 ROLES = ("user", "moderator", "admin")
+# The largest id any row can have: ids are INTEGER columns, 32-bit on PostgreSQL. Every id
+# the site accepts (URL, JSON body, query string, ingest envelope) is checked against it,
+# so an absurd one is a clear 404/422, never a database overflow.
+MAX_ID = 2**31 - 1
+
+
+def valid_id(value: object) -> bool:
+    """True for an int (not a bool) that could be a row id: 1..MAX_ID."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
 
 
 def utcnow() -> datetime:

@@ -23,7 +23,6 @@ AUDIENCES = [
     ("admin", "Admins"),
 ]
 USERS_SHOWN = 100
-MAX_ID = 2**62  # larger ids cannot exist and would overflow SQLite's INTEGER
 
 
 class BroadcastForm(FlaskForm):
@@ -83,11 +82,11 @@ def broadcast_page():
     return redirect(url_for("admin.admin_page"))
 
 
-@bp.post("/admin/users/<int:user_id>/role")
+@bp.post("/admin/users/<id:user_id>/role")
 @page_role_required("admin")
 def set_role_page(user_id: int):
     """Change a user's role; their sessions end so the new role takes effect everywhere."""
-    user = db.session.get(User, user_id) if 0 < user_id < MAX_ID else None
+    user = db.session.get(User, user_id)
     if user is None:
         abort(404, description="There is no such user.")
     form = RoleForm()

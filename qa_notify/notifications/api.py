@@ -12,6 +12,7 @@ from ..events import bus
 from ..events.types import MUTEABLE_TYPES
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required, field, json_body
+from ..models import MAX_ID, valid_id
 from . import bp
 from .inbox import list_notifications, mark_read, muted_types, set_muted_types, unread_count
 
@@ -35,7 +36,7 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
 @api_login_required
 def api_inbox():
     """Return the inbox, newest first, with the unread count."""
-    before = _int_arg("before", None, 1, 2**62)
+    before = _int_arg("before", None, 1, MAX_ID)
     limit = _int_arg("limit", 20, 1, 100)
     items = list_notifications(current_user.id, before, limit)
     return jsonify(items=[n.to_dict() for n in items], unread_count=unread_count(current_user.id))
@@ -57,10 +58,10 @@ def api_mark_read():
         ids = None
     else:
         ids = field(data, "ids", list)
-        if len(ids) > MAX_IDS or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        if len(ids) > MAX_IDS or not all(valid_id(i) for i in ids):
             raise APIError(
                 422,
-                f"'ids' must be a list of at most {MAX_IDS} integers, or send {{\"all\": true}}",
+                f"'ids' must be a list of at most {MAX_IDS} notification ids (1 to {MAX_ID}), or send {{\"all\": true}}",
             )
     changed, count = mark_read(current_user.id, ids)
     return jsonify(marked=changed, unread_count=count)

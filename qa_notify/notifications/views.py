@@ -13,12 +13,12 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from ..events.types import MUTEABLE_TYPES, BroadcastEvent, NewAnswers, NewQuestion
 from ..extensions import db
+from ..models import valid_id
 from . import bp
 from .inbox import list_notifications, mark_read, muted_types, set_muted_types, unread_count
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 20
-MAX_ID = 2**62
 MAX_IDS = 1000
 TYPE_LABELS = {
     NewQuestion.type: "New questions in topics I follow and from people I follow",
@@ -70,10 +70,10 @@ def site_path(url: object) -> str | None:
 
 def id_arg(raw: str | None) -> int | None:
     """Return ``raw`` as a notification id, or None if it is not a plausible one."""
-    if raw is None or not raw.isdigit():
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 10:
         return None
     value = int(raw)
-    return value if 0 < value < MAX_ID else None
+    return value if valid_id(value) else None
 
 
 @bp.get("/inbox")

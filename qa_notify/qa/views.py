@@ -28,7 +28,6 @@ from .service import (
 )
 
 FEED_SIZE = 30
-MAX_ID = 2**62  # larger ids cannot exist and would overflow SQLite's INTEGER
 
 
 class AskForm(FlaskForm):
@@ -69,7 +68,7 @@ FOLLOW_TARGETS = {"question": Question, "topic": Topic, "user": User}
 
 def get_or_404(model, obj_id: int):
     """Return the row with this id or answer with the 404 page."""
-    obj = db.session.get(model, obj_id) if 0 < obj_id < MAX_ID else None
+    obj = db.session.get(model, obj_id)
     if obj is None:
         abort(404, description=f"There is no such {model.__name__.lower()}.")
     return obj
@@ -101,7 +100,7 @@ def home():
     return render_template("qa/home.html", rows=question_rows(select(Question)))
 
 
-@bp.get("/questions/<int:question_id>")
+@bp.get("/questions/<id:question_id>")
 def question_page(question_id: int):
     """Show a question, its answers, the answer form and the follow button."""
     return render_question(get_or_404(Question, question_id), AnswerForm())
@@ -118,7 +117,7 @@ def render_question(question: Question, form: AnswerForm):
     )
 
 
-@bp.post("/questions/<int:question_id>/answers")
+@bp.post("/questions/<id:question_id>/answers")
 @login_required
 def answer(question_id: int):
     """Post an answer, then show it on the question page."""
@@ -197,7 +196,7 @@ def create_topic_page():
     return redirect(url_for("qa.topics"))
 
 
-@bp.get("/topics/<int:topic_id>")
+@bp.get("/topics/<id:topic_id>")
 def topic_page(topic_id: int):
     """Show a topic's questions and its follow button."""
     topic = get_or_404(Topic, topic_id)
@@ -211,7 +210,7 @@ def topic_page(topic_id: int):
     )
 
 
-@bp.get("/users/<int:user_id>")
+@bp.get("/users/<id:user_id>")
 def user_page(user_id: int):
     """Show a user's questions and, to others, a follow button."""
     user = get_or_404(User, user_id)
@@ -225,7 +224,7 @@ def user_page(user_id: int):
     )
 
 
-@bp.post("/follow/<any(question, topic, user):kind>/<int:target_id>")
+@bp.post("/follow/<any(question, topic, user):kind>/<id:target_id>")
 @login_required
 def follow(kind: str, target_id: int):
     """Follow or unfollow a question, topic or user, then go back to its page."""
