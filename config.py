@@ -80,7 +80,18 @@ class Config:
     CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 300)
     OUTBOX_RELAY_SECONDS = _env_float("OUTBOX_RELAY_SECONDS", 5.0)
     OUTBOX_RELAY_AGE_SECONDS = _env_float("OUTBOX_RELAY_AGE_SECONDS", 10.0)
+    # An outbox event whose fan-out raised (not a passing outage) this many times is marked
+    # failed: no more automatic retries, listed on the admin page and counted on /metrics.
+    OUTBOX_MAX_FAILURES = _env_int("OUTBOX_MAX_FAILURES", 5)
     INGEST_POLL_SECONDS = _env_float("INGEST_POLL_SECONDS", 1.0)
+    # An ingest entry read this many times without being settled (its worker died, or an
+    # outage each time) is dead-lettered instead of tried again.
+    INGEST_MAX_DELIVERIES = _env_int("INGEST_MAX_DELIVERIES", 5)
+    # Every event from qa:ingest carries this as its payload's ``source``; the page shows it.
+    INGEST_SOURCE = os.environ.get("INGEST_SOURCE", "external")
+    # Built-in types (new_question, new_answers, broadcast) producers may send, comma-separated;
+    # none by default, so another service cannot pass for the site or an admin.
+    INGEST_BUILTIN_TYPES = tuple(t for t in os.environ.get("INGEST_BUILTIN_TYPES", "").replace(" ", "").split(",") if t)
     LONG_POLL_MAX_SECONDS = _env_float("LONG_POLL_MAX_SECONDS", 30.0)
     BROADCAST_MAX_LENGTH = _env_int("BROADCAST_MAX_LENGTH", 1000)
 

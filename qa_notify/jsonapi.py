@@ -9,6 +9,8 @@ from typing import Any
 from flask import abort, jsonify, make_response, request
 from flask_login import current_user
 
+from . import strictjson
+
 
 class APIError(Exception):
     """An error answered as ``{"error": message}`` with ``status``."""
@@ -25,30 +27,20 @@ def error_response(status: int, message: str):
 
 
 def json_body() -> dict:
-    """Return the request's JSON object, or raise a 400 APIError saying what is wrong."""
-    data = request.get_json(silent=True)
-    if data is None:
+    """Return the request's JSON object, or raise a 400 APIError saying what is wrong.
+
+    Parsed with ``strictjson``: invalid UTF-8, lone surrogates, NaN and nesting deeper than
+    32 levels are a 400 here, never a RecursionError or a value the database cannot hold.
+    """
+    if not request.is_json:
         raise APIError(400, "request body must be JSON (Content-Type: application/json)")
+    try:
+        data = strictjson.loads(request.get_data(cache=True))
+    except strictjson.StrictJSONError as exc:
+        raise APIError(400, f"request body is not acceptable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object")
-    if not _is_unicode(data):
-        raise APIError(400, "request body must be valid Unicode (no lone surrogate escapes such as \\ud800)")
     return data
-
-
-def _is_unicode(value: Any) -> bool:
-    """True unless some string in ``value`` holds a lone surrogate, which no database can store."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_is_unicode(k) and _is_unicode(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_unicode(v) for v in value)
-    return True
 
 
 def field(

@@ -206,6 +206,7 @@ class OutboxEvent(db.Model):
     """
 
     __tablename__ = "outbox_events"
+    __table_args__ = (UniqueConstraint("source_key", name="uq_outbox_source_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_type: Mapped[str] = mapped_column(String(32))
@@ -216,6 +217,14 @@ class OutboxEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Where an event from outside came from, e.g. "ingest:<stream entry id>": unique, so an
+    # entry read twice (a worker died before acknowledging it) becomes one event, not two.
+    source_key: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # Fan-outs that raised something other than a passing outage; at OUTBOX_MAX_FAILURES the
+    # row is marked failed and the relay stops retrying it (an admin can retry it).
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
 
 
 class Notification(db.Model):

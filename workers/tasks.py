@@ -10,7 +10,7 @@ from celery import Celery
 from flask import current_app
 from sqlalchemy.exc import OperationalError
 
-from qa_notify.events import fanout, ingest
+from qa_notify.events import fanout, ingest, outbox
 from qa_notify.extensions import db
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,23 @@ DELIVERY_TASK = {
 
 
 @contextmanager
-def rollback_on_transient_error():
-    """Roll the session back before a retry, so the next attempt starts clean."""
+def delivery_attempt(outbox_id: int):
+    """Run one try at delivering ``outbox_id``.
+
+    A passing outage (Redis or the database away) rolls back and re-raises, so Celery
+    retries with backoff. Anything else is a fault of this event or a bug: it is logged and
+    counted on the row, which is marked failed after OUTBOX_MAX_FAILURES tries and then
+    left alone, so one poison event can never hold up the others.
+    """
     try:
         yield
     except TRANSIENT_ERRORS:
         db.session.rollback()
         raise
+    except Exception as exc:
+        log.exception("delivering outbox %s failed", outbox_id)
+        if outbox.record_failure(outbox_id, exc, current_app.config["OUTBOX_MAX_FAILURES"]):
+            log.error("outbox %s marked failed; it is listed on the admin page until retried", outbox_id)
 
 
 def register(celery: Celery) -> None:
@@ -46,22 +56,22 @@ def register(celery: Celery) -> None:
     @celery.task(name="workers.fan_out_event", **DELIVERY_TASK)
     def fan_out_event(outbox_id: int) -> int:
         """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
-        with rollback_on_transient_error():
+        with delivery_attempt(outbox_id):
             return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: deliver_batch.apply_async(args=[oid, ids]))
+        return 0
 
     @celery.task(name="workers.deliver_batch", **DELIVERY_TASK)
     def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
         """Deliver one batch of a large fan-out (idempotent)."""
-        with rollback_on_transient_error():
+        with delivery_attempt(outbox_id):
             return fanout.finish_batch(outbox_id, user_ids)
+        return 0
 
     @celery.task(name="workers.relay_outbox", shared=False)
     def relay_outbox() -> int:
         """Re-enqueue outbox events still undelivered after a while (broker away at commit)."""
-        from qa_notify.events.outbox import enqueue_fan_out
-
         ids = fanout.pending_outbox_ids(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
-        enqueue_fan_out(ids)
+        outbox.enqueue_fan_out(ids)
         return len(ids)
 
     @celery.task(name="workers.ingest_external", shared=False)

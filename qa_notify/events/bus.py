@@ -25,12 +25,13 @@ log = logging.getLogger(__name__)
 # A recipient whose marker already exists was pushed before (a retried task) and is skipped.
 _DELIVER_LUA = """
 local etype, data, maxlen, ttl, mttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local rest = string.sub(data, 2)
+local head = string.sub(data, 1, -2)
 local pushed = 0
 for i = 1, #KEYS, 2 do
   local channel, nid = ARGV[5 + i], ARGV[6 + i]
   if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', mttl) then
-    local body = '{"notification_id":' .. nid .. ',' .. rest
+    -- The server's field goes last: with a duplicate key, JSON.parse keeps the last one.
+    local body = head .. ',"notification_id":' .. nid .. '}'
     local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', etype, 'd', body)
     redis.call('EXPIRE', KEYS[i], ttl)
     redis.call('PUBLISH', channel, id .. '\\n' .. etype .. '\\n' .. body)
@@ -68,12 +69,24 @@ class StreamEvent:
         return parse_event_id(self.id)
 
 
+# Each half of a Redis stream id is an unsigned 64-bit number.
+_MAX_ID_PART = 2**64 - 1
+
+
 def parse_event_id(value: str) -> tuple[int, int]:
-    """Parse a stream id ``"<ms>-<seq>"``; raise ValueError for anything else."""
+    """Parse a stream id ``"<ms>-<seq>"`` Redis would accept; raise ValueError for anything else.
+
+    Only ASCII digits, each half at most 2**64 - 1: ``str.isdigit`` alone would let through
+    other scripts' digits and numbers Redis refuses, which then failed as a Redis error (a
+    misleading 503) instead of a bad-request answer.
+    """
     ms, sep, seq = value.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit() or len(value) > 40:
-        raise ValueError(f"not an event id: {value!r}")
-    return int(ms), int(seq)
+    if not sep or len(value) > 41 or not (ms + seq).isascii() or not ms.isdigit() or not seq.isdigit():
+        raise ValueError(f"not an event id: {value[:60]!r}")
+    parts = int(ms), int(seq)
+    if max(parts) > _MAX_ID_PART:
+        raise ValueError(f"not an event id: {value[:60]!r}")
+    return parts
 
 
 def redis_client() -> redis.Redis:
@@ -81,6 +94,25 @@ def redis_client() -> redis.Redis:
     client = current_app.extensions.get("qa_redis")
     if client is None:
         raise redis.ConnectionError("no Redis configured: set REDIS_URL or start `manage.py run`")
+    return client
+
+
+def redis_bytes_client() -> redis.Redis:
+    """Return a client that hands back bytes, undecoded: for data other programs wrote.
+
+    Made on first use (only the worker that reads the ingest stream needs one).
+    """
+    client = current_app.extensions.get("qa_redis_bytes")
+    if client is None:
+        pool = redis_client().connection_pool
+        client = current_app.extensions["qa_redis_bytes"] = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool(
+                connection_class=pool.connection_class,
+                max_connections=1,
+                timeout=60,
+                **{**pool.connection_kwargs, "decode_responses": False},
+            )
+        )
     return client
 
 

@@ -54,7 +54,7 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
     flight, and every step is idempotent.
     """
     event = db.session.get(OutboxEvent, outbox_id)
-    if event is None or event.delivered_at is not None:
+    if event is None or event.delivered_at is not None or event.failed_at is not None:
         return 0
     r = bus.redis_client()
     if r.exists(channels.outbox_progress(outbox_id)):
@@ -127,14 +127,18 @@ def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
 
 
 def pending_outbox_ids(older_than_seconds: float, limit: int = 500) -> list[int]:
-    """Return outbox rows not yet delivered and older than the given age, oldest first."""
+    """Return outbox rows not yet delivered (nor given up on), older than the given age, oldest first."""
     from datetime import timedelta
 
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     return list(
         db.session.scalars(
             select(OutboxEvent.id)
-            .where(OutboxEvent.delivered_at.is_(None), OutboxEvent.created_at <= cutoff)
+            .where(
+                OutboxEvent.delivered_at.is_(None),
+                OutboxEvent.failed_at.is_(None),
+                OutboxEvent.created_at <= cutoff,
+            )
             .order_by(OutboxEvent.id)
             .limit(limit)
         )

@@ -11,28 +11,37 @@ import logging
 
 from flask import current_app
 from sqlalchemy import event as sa_event
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from .. import strictjson
 from ..extensions import db
-from ..models import OutboxEvent
+from ..models import OutboxEvent, utcnow
 from .types import Event, event_type_of
 
 log = logging.getLogger(__name__)
 _PENDING_KEY = "qa_notify_outbox_pending"
 
 
-def emit(event: Event, audience: dict, actor_id: int | None = None) -> OutboxEvent:
+def emit(event: Event, audience: dict, actor_id: int | None = None, source_key: str | None = None) -> OutboxEvent:
     """Record ``event`` for ``audience`` in the current transaction; it is sent after commit.
 
     ``audience`` names who must hear of it, e.g. ``{"kind": "question_followers",
     "question_id": 3}``; ``events.recipients`` turns it into user ids. ``actor_id`` is
-    never notified of their own action.
+    never notified of their own action. ``source_key`` (unique) names an outside origin,
+    so the same outside message can never become two events.
+
+    Raise ``strictjson.StrictJSONError`` (a ValueError) for a payload that could be stored
+    but never sent (a lone surrogate, NaN, absurd nesting): refused here, before it exists.
     """
+    payload = event.payload()
+    strictjson.dumps(payload)
     row = OutboxEvent(
         event_type=event_type_of(event),
-        payload=event.payload(),
+        payload=payload,
         audience=audience,
         actor_id=actor_id,
+        source_key=source_key,
     )
     db.session.add(row)
     db.session.flush()
@@ -72,3 +81,50 @@ def register_outbox_hooks() -> None:
 def _after_rollback_soft(session: Session, previous_transaction) -> None:
     if previous_transaction.parent is None:
         _after_rollback(session)
+
+
+def failed_events(limit: int = 50) -> list[OutboxEvent]:
+    """Return the events that failed too often to be retried automatically, newest first."""
+    query = select(OutboxEvent).where(OutboxEvent.failed_at.is_not(None)).order_by(OutboxEvent.id.desc())
+    return list(db.session.scalars(query.limit(limit)))
+
+
+def outbox_counts() -> dict[str, int]:
+    """Return how many events wait for delivery and how many failed (for /metrics)."""
+    waiting = (OutboxEvent.delivered_at.is_(None), OutboxEvent.failed_at.is_(None))
+    return {
+        "undelivered": db.session.scalar(select(func.count()).select_from(OutboxEvent).where(*waiting)) or 0,
+        "failed": db.session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.failed_at.is_not(None))
+        )
+        or 0,
+    }
+
+
+def retry_failed(outbox_id: int) -> bool:
+    """Give a failed event a fresh set of tries (after the cause was fixed); False if it is not failed."""
+    row = db.session.get(OutboxEvent, outbox_id)
+    if row is None or row.failed_at is None:
+        return False
+    row.failed_at, row.failures, row.last_error = None, 0, None
+    db.session.info.setdefault(_PENDING_KEY, []).append(row.id)
+    db.session.commit()
+    return True
+
+
+def record_failure(outbox_id: int, error: BaseException, max_failures: int) -> bool:
+    """Count a failed delivery attempt of ``outbox_id``; return True once it is marked failed.
+
+    At ``max_failures`` the row is marked failed: the relay stops re-enqueueing it, so a
+    poison event costs a few tries and never holds up the rows behind it.
+    """
+    db.session.rollback()
+    row = db.session.get(OutboxEvent, outbox_id)
+    if row is None or row.delivered_at is not None:
+        return False
+    row.failures += 1
+    row.last_error = f"{type(error).__name__}: {error}"[:2000]
+    if row.failures >= max_failures:
+        row.failed_at = row.failed_at or utcnow()
+    db.session.commit()
+    return row.failed_at is not None

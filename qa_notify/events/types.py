@@ -65,15 +65,21 @@ class BroadcastEvent(Event):
 
 @dataclass(frozen=True)
 class CustomEvent(Event):
-    """An event of a type named by an external producer, with its own payload."""
+    """An event of a type named by an external producer, with its own payload.
+
+    ``source`` says where it came from (the page shows it); it and the server's own fields
+    are set after the producer's data, so no payload can override them.
+    """
 
     type: ClassVar[str] = "custom"
     name: str
     data: dict = field(default_factory=dict)
+    source: str | None = None
 
     def payload(self) -> dict:
-        """Return the producer's payload with the version field added."""
-        return {"v": EVENT_VERSION, **self.data}
+        """Return the producer's payload with the server's fields (version, source) set last."""
+        fields = {"v": EVENT_VERSION} if self.source is None else {"v": EVENT_VERSION, "source": self.source}
+        return {**self.data, **fields}
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,15 @@ class ReadEvent(Event):
     unread_count: int
 
 
-MUTEABLE_TYPES = (NewQuestion.type, NewAnswers.type, BroadcastEvent.type)
+BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, BroadcastEvent.type)
+MUTEABLE_TYPES = BUILTIN_TYPES
 # Events the stream sends itself, never stored: the page must know them all.
 RESYNC = "resync"
 SERVER_CLOSED = "server_closed"
+# Types only the stream itself sends; nobody else may name them.
+STREAM_TYPES = (ReadEvent.type, RESYNC, SERVER_CLOSED)
+# Payload fields the server sets on delivery or on every event; no producer may set them.
+SERVER_FIELDS = ("notification_id", "v", "source")
 
 
 def event_type_of(event: Event) -> str:
