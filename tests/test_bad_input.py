@@ -18,8 +18,18 @@ CASES = [
     ("/api/questions", b'{"title": "nul \\u0000 byte"}', 422),
     ("/api/questions", b'{"title": "emoji", "body": "\\ud83d\\ude00 \\u00e9"}', 201),
     ("/api/notifications/read", b'{"ids": ["a"]}', 422),
-    ("/api/notifications/read", b'{"ids": [1e400]}', 422),
+    ("/api/notifications/read", b'{"ids": [1e400]}', 400),  # infinite: not a JSON number we accept
     ("/api/admin/broadcast", b'{"message": ["x"]}', 403),
+    # Nesting deep enough to exhaust the parser's recursion was a 500 (RecursionError).
+    ("/api/questions", b'{"title": "t", "body": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400),
+    ("/api/register", b"[" * 100_000 + b"]" * 100_000, 400),
+    ("/api/notifications/read", b'{"ids": ' + b"[" * 40 + b"]" * 40 + b"}", 400),
+    ("/api/questions", b'{"title": "t", "body": NaN}', 400),
+    ("/api/questions", b'{"title": "bad bytes \xff\xfe"}', 400),
+    # Ids beyond any row's range were a 500 (the database overflowed); one bound for all.
+    ("/api/notifications/read", b'{"ids": [1180591620717411303424]}', 422),
+    ("/api/notifications/read", b'{"ids": [2147483648]}', 422),
+    ("/api/notifications/read", b'{"ids": [0]}', 422),
 ]
 
 
@@ -35,7 +45,16 @@ def test_malformed_bodies_get_json_errors(path, body, status, login_as):
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/questions/999999", "/api/questions/99999999999999999999999", "/api/questions/0/answers", "/api/nowhere"],
+    [
+        "/api/questions/999999",
+        "/api/questions/99999999999999999999999",
+        "/api/questions/2147483648",
+        "/api/questions/%D9%A1%D9%A2",  # Arabic-Indic digits: not an id
+        "/api/questions/0/answers",
+        "/api/questions/1180591620717411303424/answers",
+        "/api/users/1180591620717411303424/follow",
+        "/api/nowhere",
+    ],
 )
 def test_unknown_ids_and_routes_are_404_json(path, login_as):
     client = login_as("member")
@@ -49,7 +68,24 @@ def test_huge_bodies_are_413(login_as):
     assert resp.status_code == 413 and resp.get_json()["error"] == "request body too large"
 
 
-@pytest.mark.parametrize("query", ["before=abc", "limit=0", "limit=100000", "before=-1"])
+def test_huge_ids_in_page_urls_are_404_pages(login_as):
+    client = login_as("member")
+    for path in ("/questions/1180591620717411303424", "/users/2147483648", "/topics/99999999999"):
+        resp = client.get(path)
+        assert resp.status_code == 404 and resp.mimetype == "text/html"
+
+
+@pytest.mark.parametrize(
+    "after",
+    ["123456789012345678901234-0", "18446744073709551616-0", "1-18446744073709551616", "\u0661\u0662-0", "1-\u00b2"],
+)
+def test_absurd_event_ids_are_400_not_a_retry_signal(after, login_as):
+    resp = login_as("member").get("/api/notifications/poll", query_string={"after": after, "timeout": 0})
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert "Retry-After" not in resp.headers and "event id" in resp.get_json()["error"]
+
+
+@pytest.mark.parametrize("query", ["before=abc", "limit=0", "limit=100000", "before=-1", "before=2147483648"])
 def test_bad_inbox_paging_is_400(query, login_as):
     resp = login_as("member").get(f"/api/notifications?{query}")
     assert resp.status_code == 400 and "error" in resp.get_json()

@@ -137,7 +137,16 @@ def read_until_heartbeat(client: httpx.Client, headers: dict, params: dict) -> t
 # HTTP header values cannot carry line breaks or surrounding blanks; the query string can.
 printable_ids = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
 any_ids = st.text(max_size=40) | st.sampled_from(
-    ["1-0\nevent: admin", "1-0\r\ndata: forged", "1-0\x00", "0-0", "99999999999999-0"]
+    [
+        "1-0\nevent: admin",
+        "1-0\r\ndata: forged",
+        "1-0\x00",
+        "0-0",
+        "99999999999999-0",
+        "123456789012345678901234-0",
+        "\u0661\u0662-0",
+        "18446744073709551616-1",
+    ]
 )
 
 

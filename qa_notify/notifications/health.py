@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import redis
 from flask import current_app, jsonify
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
-from ..events import bus
+from ..events import bus, channels
+from ..events.outbox import outbox_counts
 from ..extensions import db
 from . import bp
 
@@ -28,9 +31,42 @@ def healthz():
     return jsonify(status="ok" if healthy else "degraded", checks=checks), 200 if healthy else 503
 
 
+def _delivery_lines() -> list[str]:
+    """Counts of the delivery pipeline (shared by every process): outbox and dead letters.
+
+    Left out, not a 500, while the database or Redis cannot answer: /healthz reports that.
+    """
+    lines = []
+    try:
+        counts = outbox_counts()
+        lines += [
+            "# HELP qa_notify_outbox_undelivered Events waiting for delivery (not failed).",
+            "# TYPE qa_notify_outbox_undelivered gauge",
+            f"qa_notify_outbox_undelivered {counts['undelivered']}",
+            "# HELP qa_notify_outbox_failed Events whose delivery failed too often; retried only by an admin.",
+            "# TYPE qa_notify_outbox_failed gauge",
+            f"qa_notify_outbox_failed {counts['failed']}",
+        ]
+    except SQLAlchemyError:
+        db.session.rollback()
+    try:
+        dead = bus.redis_client().xlen(channels.DEAD_LETTER_STREAM)
+        lines += [
+            "# HELP qa_notify_ingest_dead_letters Entries of qa:ingest refused (kept in qa:ingest:dead).",
+            "# TYPE qa_notify_ingest_dead_letters gauge",
+            f"qa_notify_ingest_dead_letters {dead}",
+        ]
+    except redis.RedisError:
+        pass
+    return lines
+
+
 @bp.get("/metrics")
 def metrics():
-    """Return this process's stream figures in Prometheus' text format."""
+    """Return stream figures of this process and delivery counts, in Prometheus' text format.
+
+    Only counts: no user, event or payload is ever shown here.
+    """
     hub = current_app.extensions.get("qa_hub")
     lines = [
         "# HELP qa_notify_open_streams Open SSE streams in this process.",
@@ -45,5 +81,6 @@ def metrics():
         "# HELP qa_notify_hub_connected 1 when this process's Redis subscriber is connected.",
         "# TYPE qa_notify_hub_connected gauge",
         f"qa_notify_hub_connected {1 if hub and hub.connected.is_set() else 0}",
+        *_delivery_lines(),
     ]
     return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}
