@@ -128,6 +128,13 @@
   }
 
   function toastText(type, data) {
+    var text = builtinToastText(type, data);
+    // An event another service sent says so, whatever type it uses (the server sets `source`).
+    if (typeof data.source === "string" && data.source) text.body = (text.body ? text.body + " " : "") + "(via " + data.source + ")";
+    return text;
+  }
+
+  function builtinToastText(type, data) {
     if (type === "new_answers") {
       return { title: (data.author || "Someone") + " answered \u201c" + (data.question_title || "") + "\u201d", body: data.excerpt || "" };
     }
