@@ -27,6 +27,8 @@ ROUTES = [
     ("POST", "/api/admin/broadcast", {"message": "hello"}, {ANON: 401, USER: 403, MOD: 403, ADMIN: 202}),
     ("GET", "/api/admin/broadcasts", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
     ("GET", "/api/notifications/poll?timeout=0", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("GET", "/api/admin/deliveries/failed", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    ("POST", "/api/admin/deliveries/{question}/retry", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 404}),
 ]
 
 
@@ -62,14 +64,16 @@ def test_access_matrix(role, method, path, body, expected, world, api, login_as)
         assert "error" in resp.get_json()
 
 
-@pytest.mark.parametrize("path", ["/inbox", "/preferences", "/ask", "/admin"])
+@pytest.mark.parametrize("path", ["/inbox", "/preferences", "/ask", "/admin", "/admin/deliveries"])
 def test_pages_send_anonymous_visitors_to_login(path, api):
     resp = api.get(path)
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
 
 
-def test_admin_page_is_forbidden_to_members(login_as):
-    assert login_as("member").get("/admin").status_code == 403
+def test_admin_pages_are_forbidden_to_members(login_as):
+    member = login_as("member")
+    assert member.get("/admin").status_code == 403
+    assert member.get("/admin/deliveries").status_code == 403
 
 
 @pytest.mark.parametrize("header", [None, "not-a-token"])

@@ -63,6 +63,29 @@ def test_a_poison_event_is_marked_failed_and_never_holds_up_the_others(app, r, m
         assert db.session.scalar(select(func.count()).select_from(Notification)) == 2
 
 
+def test_admins_see_failed_deliveries_and_retry_them_once_fixed(app, r, make_user, login_as):
+    alice = make_user("alice")
+    admin = login_as("root", role="admin")
+    app.config.update(OUTBOX_RELAY_AGE_SECONDS=0, OUTBOX_MAX_FAILURES=1)
+    poison = write_outbox(app, {"kind": "<script>alert(1)</script>"}, "held")
+    relay(app)
+    failed = admin.get("/api/admin/deliveries/failed").get_json()["failed"]
+    assert [(f["id"], f["failures"]) for f in failed] == [(poison, 1)] and "unknown audience" in failed[0]["last_error"]
+    page = admin.get("/admin/deliveries").get_data(as_text=True)
+    assert f'id="failed-{poison}"' in page and "&lt;script&gt;" in page and "<script>alert" not in page
+
+    with app.app_context():  # the cause is fixed (say, a release that knows this audience)
+        db.session.get(OutboxEvent, poison).audience = {"kind": "users", "user_ids": [alice.id]}
+        db.session.commit()
+    resp = admin.client.post(f"/admin/deliveries/{poison}/retry", data={"csrf_token": admin.token()})
+    assert resp.status_code == 302
+    with app.app_context():
+        assert db.session.get(OutboxEvent, poison).delivered_at is not None
+    assert [f["t"] for _, f in r.xrange(channels.user_stream(alice.id))] == ["deploy"]
+    assert admin.get("/api/admin/deliveries/failed").get_json()["failed"] == []
+    assert admin.post(f"/api/admin/deliveries/{poison}/retry").status_code == 404  # not failed any more
+
+
 def test_metrics_show_only_counts(app, api, r, make_user):
     make_user("alice")
     r.xadd(channels.DEAD_LETTER_STREAM, {"reason": "x", "entry_id": "1-0", "envelope": "secret payload"})

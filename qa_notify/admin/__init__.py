@@ -1,7 +1,7 @@
-"""Admin tools: broadcasts and role management."""
+"""Admin tools: broadcasts, role management and failed deliveries."""
 
 from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from . import api, views  # noqa: E402, F401  (routes register themselves on bp)
+from . import api, deliveries, views  # noqa: E402, F401  (routes register themselves on bp)
