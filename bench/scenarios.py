@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
+from qa_notify.events import channels
 from qa_notify.extensions import db
 from qa_notify.models import Notification, OutboxEvent, User
 
@@ -73,7 +74,7 @@ def fanout(followers: int = 100_000) -> dict:
             rows = db.session.scalar(select(func.count()).select_from(Notification))
         pipe = r.pipeline(transaction=False)
         for uid in ids + [asker]:
-            pipe.xlen(f"qa:u:{uid}:events")
+            pipe.xlen(channels.user_stream(uid))
         entries = sum(pipe.execute())
         calls = _evalsha_calls(r) - calls_before
         recipients = followers + 1

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app
+from redis.exceptions import NoScriptError
 
 from . import channels
 from .types import Event, event_type_of
@@ -140,22 +141,53 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
     """
     cfg = current_app.config
     data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    script = r.register_script(_DELIVER_LUA)
-    pushed = 0
-    for start in range(0, len(recipients), SCRIPT_CHUNK):
-        keys: list[str] = []
-        args: list = [
-            event_type,
-            data,
-            cfg["USER_STREAM_MAXLEN"],
-            cfg["USER_STREAM_TTL_SECONDS"],
-            MARKER_TTL_SECONDS,
-        ]
-        for user_id, notification_id in recipients[start : start + SCRIPT_CHUNK]:
-            keys += [channels.user_stream(user_id), channels.delivered_marker(notification_id)]
-            args += [channels.user_channel(user_id), int(notification_id)]
-        pushed += int(script(keys=keys, args=args))
-    return pushed
+    common = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
+    calls = []
+    for group in _by_partition(recipients):
+        for start in range(0, len(group), SCRIPT_CHUNK):
+            keys: list[str] = []
+            args: list = list(common)
+            for user_id, notification_id in group[start : start + SCRIPT_CHUNK]:
+                keys += [channels.user_stream(user_id), channels.delivered_marker(user_id, notification_id)]
+                args += [channels.user_channel(user_id), int(notification_id)]
+            calls.append((keys, args))
+    return sum(int(n) for n in eval_many(r, _DELIVER_LUA, calls))
+
+
+def _by_partition(recipients: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Group (user, notification) pairs by the user's partition: each group's keys share a slot."""
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for pair in recipients:
+        groups.setdefault(channels.partition(pair[0]), []).append(pair)
+    return list(groups.values())
+
+
+def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> list:
+    """Run ``script`` once per (keys, args) call, all in one pipeline; return the results.
+
+    One round trip on a single server, one per node on a cluster (each call's keys must
+    share a slot). A server that does not know the script yet (new, restarted, or a
+    promoted replica) gets it loaded and the calls it refused are sent again: a refused
+    call did not run, so nothing runs twice.
+    """
+    sha = r.register_script(script).sha
+    results = _evalsha_pipeline(r, sha, calls)
+    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if missing:
+        r.script_load(script)  # on a cluster, every primary
+        for i, result in zip(missing, _evalsha_pipeline(r, sha, [calls[i] for i in missing]), strict=True):
+            results[i] = result
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def _evalsha_pipeline(r: redis.Redis, sha: str, calls: list[tuple[list, list]]) -> list:
+    with r.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
 
 
 def push_live(r: redis.Redis, user_id: int, event: Event) -> str:

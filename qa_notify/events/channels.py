@@ -2,9 +2,37 @@
 
 These names are a public interface: non-Python producers write to ``INGEST_STREAM`` and
 operators read them with ``redis-cli``. Change them only with a migration note.
+
+Everything that belongs to one user (their stream, live channel, stream leases and the
+push markers of their notifications) carries the hash tag of the user's *partition*, so
+on a Redis Cluster it all lives in one slot: every per-user Lua call stays on one node.
+Users are spread over ``PARTITIONS`` partitions whose tags were chosen to land on evenly
+spaced slots (plain ``{0}``..``{127}`` hash unevenly; Centrifugo ships a table for the
+same reason), so a cluster's masters share the users evenly and a fan-out batch needs
+one Lua call per partition, not one per user.
 """
 
+from __future__ import annotations
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 PREFIX = "qa"
+PARTITIONS = 128
+
+
+def _partition_tags(count: int) -> tuple[str, ...]:
+    """Return one short hash tag per partition, partition i's in the i-th slice of the slots."""
+    tags = []
+    for i in range(count):
+        low, high = i * REDIS_CLUSTER_HASH_SLOTS // count, (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+        k = 0
+        while not low <= key_slot(f"{i}.{k}".encode()) < high:
+            k += 1
+        tags.append(f"{i}.{k}")
+    return tuple(tags)
+
+
+PARTITION_TAGS = _partition_tags(PARTITIONS)
 
 # Live fan-out: one pub/sub channel per user; web processes subscribe to the users they serve.
 CONTROL_CHANNEL = f"{PREFIX}:control"
@@ -14,24 +42,33 @@ INGEST_GROUP = "qa-workers"
 DEAD_LETTER_STREAM = f"{PREFIX}:ingest:dead"
 
 
+def partition(user_id: int) -> int:
+    """Return the partition ``user_id``'s keys and channel belong to."""
+    return int(user_id) % PARTITIONS
+
+
+def _user_prefix(user_id: int) -> str:
+    return f"{PREFIX}:{{{PARTITION_TAGS[partition(user_id)]}}}:u:{int(user_id)}"
+
+
 def user_channel(user_id: int) -> str:
-    """Return the pub/sub channel carrying ``user_id``'s live events."""
-    return f"{PREFIX}:u:{int(user_id)}:live"
+    """Return the (sharded) pub/sub channel carrying ``user_id``'s live events."""
+    return f"{_user_prefix(user_id)}:live"
 
 
 def user_stream(user_id: int) -> str:
     """Return the capped Redis stream holding ``user_id``'s recent events for replay."""
-    return f"{PREFIX}:u:{int(user_id)}:events"
+    return f"{_user_prefix(user_id)}:events"
 
 
 def user_connections(user_id: int) -> str:
     """Return the sorted set of leases on ``user_id``'s open streams (see notifications.quota)."""
-    return f"{PREFIX}:u:{int(user_id)}:conns"
+    return f"{_user_prefix(user_id)}:conns"
 
 
-def delivered_marker(notification_id: int) -> str:
-    """Return the key that records that inbox row ``notification_id`` was pushed live once."""
-    return f"{PREFIX}:sent:{int(notification_id)}"
+def delivered_marker(user_id: int, notification_id: int) -> str:
+    """Return the key recording that inbox row ``notification_id`` (of ``user_id``) was pushed once."""
+    return f"{_user_prefix(user_id)}:sent:{int(notification_id)}"
 
 
 def outbox_lock(outbox_id: int) -> str:
@@ -47,9 +84,7 @@ def outbox_progress(outbox_id: int) -> str:
 def user_id_from_channel(channel: str) -> int | None:
     """Return the user id encoded in a ``user_channel`` name, or None for other channels."""
     parts = channel.split(":")
-    if len(parts) == 4 and parts[0] == PREFIX and parts[1] == "u" and parts[3] == "live":
-        try:
-            return int(parts[2])
-        except ValueError:
-            return None
+    if len(parts) == 5 and parts[0] == PREFIX and parts[2] == "u" and parts[4] == "live" and parts[3].isdigit():
+        user_id = int(parts[3])
+        return user_id if channel == user_channel(user_id) else None
     return None

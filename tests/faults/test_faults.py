@@ -16,6 +16,8 @@ import time
 import pytest
 import redis
 
+from qa_notify.events import channels
+
 from .conftest import ReconnectingClient, login, record
 
 pytestmark = pytest.mark.faults
@@ -198,7 +200,7 @@ def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
     r = redis.Redis.from_url(stack.redis_url)
     pipe = r.pipeline(transaction=False)
     for uid in ids:
-        pipe.xlen(f"qa:u:{uid}:events")
+        pipe.xlen(channels.user_stream(uid))
     lengths = pipe.execute()
     record(
         "worker_killed",
