@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import httpx
 
 from qa_notify.events import bus
+from qa_notify.events.connections import make_client
 
 from .clients import ClientFleet
 from .scenarios import CONNECT_RATE, ThreadClients, _workdir, measure_latency
@@ -110,7 +111,7 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
         url, _ = stack.start_web()
         fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300)
         fleet.wait_ready()
-        r = bus.make_redis(stack.redis_url)
+        r = make_client(stack.redis_url)
 
         def push(i: int) -> None:  # what a worker does for one recipient: one Lua call
             with app.app_context():

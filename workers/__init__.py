@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import Celery, Task
 from flask import Flask
 
+from qa_notify.events.connections import is_cluster
+
 
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app from ``app.config``; every task runs inside an app context."""
@@ -15,6 +17,11 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     broker = app.config["CELERY_BROKER_URL"] or app.config["REDIS_URL"]
+    if is_cluster(broker):
+        raise RuntimeError(
+            "Celery cannot use a Redis Cluster as its broker: set CELERY_BROKER_URL, e.g. "
+            "amqp://user:password@rabbitmq:5672// (RabbitMQ) or redis:// of a single server"
+        )
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.conf.update(
         broker_url=broker,

@@ -17,6 +17,7 @@ from flask import current_app
 from redis.exceptions import NoScriptError
 
 from . import channels
+from .connections import make_client
 from .types import Event, event_type_of
 
 log = logging.getLogger(__name__)
@@ -105,33 +106,15 @@ def redis_bytes_client() -> redis.Redis:
     """
     client = current_app.extensions.get("qa_redis_bytes")
     if client is None:
-        pool = redis_client().connection_pool
-        client = current_app.extensions["qa_redis_bytes"] = redis.Redis(
-            connection_pool=redis.BlockingConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=1,
-                timeout=60,
-                **{**pool.connection_kwargs, "decode_responses": False},
-            )
-        )
+        redis_client()  # the same "no Redis configured" error when there is none
+        client = make_client(current_app.config["REDIS_URL"], max_connections=1, decode=False)
+        current_app.extensions["qa_redis_bytes"] = client
     return client
 
 
 def redis_client_or_none() -> redis.Redis | None:
     """Return the app's Redis client, or None when the app runs without Redis."""
     return current_app.extensions.get("qa_redis")
-
-
-def make_redis(url: str, max_connections: int = 2) -> redis.Redis:
-    """Create a Redis client with a bounded, blocking connection pool."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=60,
-        decode_responses=True,
-        health_check_interval=30,
-    )
-    return redis.Redis(connection_pool=pool)
 
 
 def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]) -> int:
