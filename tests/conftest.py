@@ -13,18 +13,30 @@ import pytest
 import redis
 
 from qa_notify import create_app
-from qa_notify.embedded_redis import EmbeddedRedis
+from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis
+from qa_notify.events.connections import make_client
 from qa_notify.extensions import db
 from qa_notify.models import User
+
+from .live import broker_for
 
 PASSWORD = "correct-horse-9"
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
-    """A Redis-compatible server for the whole run: REDIS_URL if set, else an embedded one."""
+    """A Redis-compatible server for the whole run: REDIS_URL if set, else an embedded one.
+
+    ``QA_TEST_REDIS=cluster`` (``make test-cluster``) starts an embedded Valkey cluster
+    instead: 3 masters with a replica each.
+    """
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
+        return
+    if os.environ.get("QA_TEST_REDIS") == "cluster":
+        cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"), persist=False).start()
+        yield cluster.url
+        cluster.stop()
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("valkey"), persist=False).start()
     yield server.url
@@ -47,7 +59,7 @@ def app_config(redis_url, database_url) -> dict:
         "TESTING": True,
         "SECRET_KEY": "test-secret",
         "REDIS_URL": redis_url,
-        "CELERY_BROKER_URL": redis_url,
+        "CELERY_BROKER_URL": broker_for(redis_url),
         "SQLALCHEMY_DATABASE_URI": normalise(database_url),
         "CELERY_ALWAYS_EAGER": True,
     }
@@ -60,17 +72,24 @@ def app(app_config):
     with app.app_context():
         db.drop_all()
         db.create_all()
-        redis.Redis.from_url(app_config["REDIS_URL"]).flushdb()
+        flush_redis(app_config["REDIS_URL"])
     yield app
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
 
 
+def flush_redis(url: str) -> None:
+    """Empty the test Redis: the one database, or every master of a cluster."""
+    client = make_client(url)
+    client.flushdb()
+    client.close()
+
+
 @pytest.fixture
 def r(app) -> redis.Redis:
     """A plain client on the test Redis."""
-    return redis.Redis.from_url(app.config["REDIS_URL"], decode_responses=True)
+    return make_client(app.config["REDIS_URL"])
 
 
 class APIClient:

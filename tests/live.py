@@ -22,6 +22,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def broker_for(redis_url: str) -> str:
+    """Celery's broker for a test: CELERY_BROKER_URL if set, else the test Redis.
+
+    A Redis Cluster cannot be a broker; tests that run on one publish eagerly in-process,
+    so their web processes get an in-memory broker unless RabbitMQ is named.
+    """
+    from qa_notify.events.connections import is_cluster
+
+    return os.environ.get("CELERY_BROKER_URL") or ("memory://" if is_cluster(redis_url) else redis_url)
+
+
 class WebProcess:
     """``manage.py web`` in a subprocess, with the test's database and Redis."""
 
@@ -31,7 +42,7 @@ class WebProcess:
             **os.environ,
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "CELERY_BROKER_URL": redis_url,
+            "CELERY_BROKER_URL": broker_for(redis_url),
             "SECRET_KEY": "test-secret",
             **{k: str(v) for k, v in settings.items()},
         }

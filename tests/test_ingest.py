@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from qa_notify.events import channels, ingest
+from qa_notify.events.connections import make_client
 from qa_notify.extensions import db
 from qa_notify.models import Notification, OutboxEvent
 
@@ -24,7 +25,7 @@ from qa_notify.models import Notification, OutboxEvent
 @pytest.fixture
 def raw(app) -> redis.Redis:
     """A client that writes and reads bytes, as a non-Python producer would."""
-    return redis.Redis.from_url(app.config["REDIS_URL"])
+    return make_client(app.config["REDIS_URL"], decode=False)
 
 
 def run_ingest(app) -> int:

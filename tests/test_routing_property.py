@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from qa_notify.events import channels
+from qa_notify.events.connections import make_client
 from qa_notify.extensions import db
 from qa_notify.models import Notification, Question, Topic, User
 from qa_notify.notifications.inbox import set_muted_types
 from qa_notify.qa.service import ask_question, post_answer, set_follow
+
+from .conftest import flush_redis
 
 N_USERS, N_TOPICS = 5, 3
 users_ = st.integers(0, N_USERS - 1)
@@ -38,7 +40,7 @@ scenario = st.fixed_dictionaries(
 def reset(app) -> None:
     db.drop_all()
     db.create_all()
-    redis.Redis.from_url(app.config["REDIS_URL"]).flushdb()
+    flush_redis(app.config["REDIS_URL"])
 
 
 @settings(
@@ -86,7 +88,7 @@ def test_every_inbox_is_exactly_the_expected_set(app, s):
                         if "new_answers" not in s["mutes"].get(u, ()):
                             expected[u].append(("new_answers", a.id))
 
-        r = redis.Redis.from_url(app.config["REDIS_URL"], decode_responses=True)
+        r = make_client(app.config["REDIS_URL"])
         for i, user in enumerate(users):
             rows = db.session.scalars(
                 select(Notification).where(Notification.user_id == user.id).order_by(Notification.id)

@@ -275,7 +275,7 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
         rc = bus.redis_client()
         for i in range(200):
             bus.push_live(rc, fast_id, ReadEvent(ids=[i], all=False, unread_count=i))
-            rc.publish(channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big}))
+            rc.spublish(channels.user_channel(slow_id), f"{i + 1}-0\nread\n" + json.dumps({"pad": big}))
     fast_events = join()
     elapsed = time.monotonic() - started
     assert [json.loads(e.data)["ids"][0] for e in fast_events] == list(range(200))

@@ -36,7 +36,7 @@ for i = 1, #KEYS, 2 do
     local body = head .. ',"notification_id":' .. nid .. '}'
     local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', etype, 'd', body)
     redis.call('EXPIRE', KEYS[i], ttl)
-    redis.call('PUBLISH', channel, id .. '\\n' .. etype .. '\\n' .. body)
+    redis.call('SPUBLISH', channel, id .. '\\n' .. etype .. '\\n' .. body)
     pushed = pushed + 1
   end
 end
@@ -48,7 +48,7 @@ return pushed
 _PUSH_LUA = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[1], 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], id .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+redis.call('SPUBLISH', ARGV[5], id .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
 return id
 """
 
@@ -126,7 +126,7 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
     data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     common = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
     calls = []
-    for group in _by_partition(recipients):
+    for group in channels.by_partition(recipients):
         for start in range(0, len(group), SCRIPT_CHUNK):
             keys: list[str] = []
             args: list = list(common)
@@ -135,14 +135,6 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
                 args += [channels.user_channel(user_id), int(notification_id)]
             calls.append((keys, args))
     return sum(int(n) for n in eval_many(r, _DELIVER_LUA, calls))
-
-
-def _by_partition(recipients: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
-    """Group (user, notification) pairs by the user's partition: each group's keys share a slot."""
-    groups: dict[int, list[tuple[int, int]]] = {}
-    for pair in recipients:
-        groups.setdefault(channels.partition(pair[0]), []).append(pair)
-    return list(groups.values())
 
 
 def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> list:
@@ -192,14 +184,11 @@ def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
 
 def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: str | None = None) -> None:
     """Ask every web process to close ``user_id``'s open streams (of one session, if given)."""
-    message = {
-        "action": "close",
-        "user_id": int(user_id),
-        "reason": reason,
-        "session_id": session_id,
-    }
+    # On the user's own channel, so only the processes serving that user hear it; with no
+    # event id in front, the hub knows it for a control message.
+    message = "\nclose\n" + json.dumps({"reason": reason, "session_id": session_id})
     try:
-        r.publish(channels.CONTROL_CHANNEL, json.dumps(message))
+        r.spublish(channels.user_channel(user_id), message)
     except redis.RedisError:
         log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
 

@@ -34,8 +34,6 @@ def _partition_tags(count: int) -> tuple[str, ...]:
 
 PARTITION_TAGS = _partition_tags(PARTITIONS)
 
-# Live fan-out: one pub/sub channel per user; web processes subscribe to the users they serve.
-CONTROL_CHANNEL = f"{PREFIX}:control"
 # External producers append JSON envelopes here (see docs/external-producers in the README).
 INGEST_STREAM = f"{PREFIX}:ingest"
 INGEST_GROUP = "qa-workers"
@@ -45,6 +43,14 @@ DEAD_LETTER_STREAM = f"{PREFIX}:ingest:dead"
 def partition(user_id: int) -> int:
     """Return the partition ``user_id``'s keys and channel belong to."""
     return int(user_id) % PARTITIONS
+
+
+def by_partition(pairs: list[tuple]) -> list[list[tuple]]:
+    """Group ``(user_id, ...)`` tuples by the user's partition: each group's keys share one slot."""
+    groups: dict[int, list[tuple]] = {}
+    for pair in pairs:
+        groups.setdefault(partition(pair[0]), []).append(pair)
+    return list(groups.values())
 
 
 def _user_prefix(user_id: int) -> str:

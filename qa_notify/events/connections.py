@@ -28,6 +28,11 @@ def is_cluster(url: str | None) -> bool:
     return bool(url) and url.startswith(CLUSTER_SCHEME)
 
 
+def is_cluster_client(client: redis.Redis) -> bool:
+    """True when ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
+
+
 def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
     """Return the (host, port) nodes, user name and password a ``redis+cluster://`` URL names."""
     rest = url[len(CLUSTER_SCHEME) :].split("/", 1)[0].split("?", 1)[0]
@@ -69,10 +74,42 @@ def primary_addresses(client: redis.Redis) -> list[tuple[str, int]]:
     return [(kwargs.get("host", "localhost"), int(kwargs.get("port", 6379)))]
 
 
-def connection_options(client: redis.Redis) -> dict:
-    """Return what a raw connection to one of ``client``'s servers needs (credentials, db)."""
+# What a subscriber connection takes over from the client's own: who it is and how it
+# talks (credentials, database, TLS), never the client's timeouts or health checks.
+_CARRIED_OVER = ("username", "password", "credential_provider", "db", "client_name")
+
+
+def subscriber_connection(client: redis.Redis, address: tuple[str, int]) -> redis.Connection:
+    """Return a new, unconnected RESP2 connection to the server at ``address`` for pub/sub.
+
+    It has no read timeout (it waits for messages for hours) and speaks RESP2, where
+    pushed messages are plain arrays.
+    """
     if isinstance(client, RedisCluster):
-        kwargs = client.get_default_node().redis_connection.connection_pool.connection_kwargs
-        return {k: kwargs[k] for k in ("username", "password") if kwargs.get(k)}
-    kwargs = client.connection_pool.connection_kwargs
-    return {k: kwargs[k] for k in ("username", "password", "db") if kwargs.get(k) is not None}
+        pool = client.get_default_node().redis_connection.connection_pool
+    else:
+        pool = client.connection_pool
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _CARRIED_OVER or k.startswith("ssl")}
+    return pool.connection_class(
+        host=address[0],
+        port=address[1],
+        protocol=2,
+        decode_responses=True,
+        socket_keepalive=True,
+        socket_timeout=None,
+        **kwargs,
+    )
+
+
+def owner_of(client: redis.Redis, key: str) -> tuple[str, int]:
+    """Return the address of the server that holds ``key`` (the master of its slot)."""
+    if not isinstance(client, RedisCluster):
+        return primary_addresses(client)[0]
+    node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+    return node.host, int(node.port)
+
+
+def refresh_topology(client: redis.Redis) -> None:
+    """Ask a cluster again which master serves which slots (after a failover or a move)."""
+    if isinstance(client, RedisCluster):
+        client.nodes_manager.initialize()

@@ -78,9 +78,12 @@ def metrics():
         "# HELP qa_notify_slow_consumers_total Streams cut off because the client stopped reading.",
         "# TYPE qa_notify_slow_consumers_total counter",
         f"qa_notify_slow_consumers_total {hub.cut_off_count if hub else 0}",
-        "# HELP qa_notify_hub_connected 1 when this process's Redis subscriber is connected.",
+        "# HELP qa_notify_hub_connected 1 when every Redis subscriber connection this process needs is up.",
         "# TYPE qa_notify_hub_connected gauge",
-        f"qa_notify_hub_connected {1 if hub and hub.connected.is_set() else 0}",
+        f"qa_notify_hub_connected {1 if hub and hub.is_connected() else 0}",
+        "# HELP qa_notify_hub_connections Redis subscriber connections (one per Redis master in use).",
+        "# TYPE qa_notify_hub_connections gauge",
+        f"qa_notify_hub_connections {hub.connection_count() if hub else 0}",
         *_delivery_lines(),
     ]
     return "\n".join(lines) + "\n", 200, {"Content-Type": "text/plain; version=0.0.4"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import redis
 
 from ..events import channels
+from ..events.bus import eval_many
 
 _CLAIM_LUA = """
 local t = redis.call('TIME')
@@ -41,7 +42,6 @@ class StreamQuota:
         self.limit = limit
         self.lease_seconds = lease_seconds
         self._claim = client.register_script(_CLAIM_LUA)
-        self._renew = client.register_script(_RENEW_LUA)
 
     def claim(self, user_id: int, token: str) -> bool:
         """Take a lease for a new stream; False when the user already has ``limit`` open."""
@@ -53,8 +53,11 @@ class StreamQuota:
         self.client.zrem(channels.user_connections(user_id), token)
 
     def renew(self, leases: list[tuple[int, str]]) -> None:
-        """Extend the leases of streams that are still open."""
-        for start in range(0, len(leases), RENEW_CHUNK):
-            chunk = leases[start : start + RENEW_CHUNK]
-            keys = [channels.user_connections(user_id) for user_id, _ in chunk]
-            self._renew(keys=keys, args=[self.lease_seconds, *[token for _, token in chunk]])
+        """Extend the leases of streams that are still open: one Lua call per partition and chunk."""
+        calls = []
+        for group in channels.by_partition(leases):
+            for start in range(0, len(group), RENEW_CHUNK):
+                chunk = group[start : start + RENEW_CHUNK]
+                keys = [channels.user_connections(user_id) for user_id, _ in chunk]
+                calls.append((keys, [self.lease_seconds, *[token for _, token in chunk]]))
+        eval_many(self.client, _RENEW_LUA, calls)

@@ -33,7 +33,7 @@ def get_hub() -> Hub:
     if hub is None:
         cfg = current_app.config
         quota = StreamQuota(bus.redis_client(), cfg["SSE_MAX_STREAMS_PER_USER"], cfg["SSE_LEASE_SECONDS"])
-        hub = current_app.extensions["qa_hub"] = Hub(cfg["REDIS_URL"], cfg["SSE_BUFFER_SIZE"], quota)
+        hub = current_app.extensions["qa_hub"] = Hub(bus.redis_client(), cfg["SSE_BUFFER_SIZE"], quota)
     return hub
 
 

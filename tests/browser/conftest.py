@@ -14,6 +14,7 @@ import pytest
 
 from qa_notify.embedded_redis import EmbeddedRedis
 
+from ..conftest import flush_redis
 from ..live import REPO, WebProcess
 
 CHROMIUM_ARGS = [
@@ -71,9 +72,8 @@ def stack(tmp_path_factory):
     subprocess.run(
         [sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=env, check=True, capture_output=True
     )
-    import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
+    flush_redis(redis_url)
     worker = subprocess.Popen(
         [sys.executable, str(REPO / "manage.py"), "worker", "-c", "1", "--loglevel", "warning"], cwd=REPO, env=env
     )
