@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install run test test-faults test-browser bench lint format clean
+.PHONY: install run test test-cluster test-faults test-browser bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The contract suite (everything but the fault and browser suites, which run their own
+# single servers) against an embedded Valkey cluster: 3 masters + 3 replicas.
+test-cluster: $(STAMP)
+	QA_TEST_REDIS=cluster $(PY) -m pytest --ignore=tests/faults --ignore=tests/browser
 
 test-faults: $(STAMP)
 	$(PY) -m pytest tests/faults

@@ -112,13 +112,14 @@ def test_an_entry_read_again_after_a_crash_becomes_one_event(app, r, raw, make_u
     """Redis drops the connection after the event was committed but before the entry was acknowledged."""
     alice = make_user("alice")
     raw.xadd(channels.INGEST_STREAM, {"envelope": envelope(user="alice", type="deploy", payload={"marker": "once"})})
-    real_xack = redis.Redis.xack
+    client_class = type(app.extensions["qa_redis"])  # Redis, or RedisCluster
+    real_xack = client_class.xack
 
     def xack_fails_once(self, *args):
-        monkeypatch.setattr(redis.Redis, "xack", real_xack)
+        monkeypatch.setattr(client_class, "xack", real_xack)
         raise redis.ConnectionError("connection reset by peer")
 
-    monkeypatch.setattr(redis.Redis, "xack", xack_fails_once)
+    monkeypatch.setattr(client_class, "xack", xack_fails_once)
     with pytest.raises(redis.ConnectionError):
         run_ingest(app)
     assert pending(r) == 1  # not acknowledged: it will be read again

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery, Task
 from flask import Flask
 
 from qa_notify.events.connections import is_cluster
+
+log = logging.getLogger(__name__)
+NO_CLUSTER_BROKER = (
+    "Celery cannot use a Redis Cluster as its broker: set CELERY_BROKER_URL, e.g. "
+    "amqp://user:password@rabbitmq:5672// (RabbitMQ), or redis:// of a single server"
+)
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -18,10 +26,10 @@ def celery_init_app(app: Flask) -> Celery:
 
     broker = app.config["CELERY_BROKER_URL"] or app.config["REDIS_URL"]
     if is_cluster(broker):
-        raise RuntimeError(
-            "Celery cannot use a Redis Cluster as its broker: set CELERY_BROKER_URL, e.g. "
-            "amqp://user:password@rabbitmq:5672// (RabbitMQ) or redis:// of a single server"
-        )
+        # Pages and commands still work; events wait in the outbox until a worker with a real
+        # broker runs (the worker refuses to start without one, see workers.celery_app).
+        log.error("%s; events wait in the outbox meanwhile", NO_CLUSTER_BROKER)
+        broker = "memory://"
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.conf.update(
         broker_url=broker,

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import redis
 from flask import current_app
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
 
 from . import channels
-from .connections import make_client
+from .connections import is_cluster_client, make_client
 from .types import Event, event_type_of
 
 log = logging.getLogger(__name__)
@@ -138,31 +138,53 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
 
 
 def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> list:
-    """Run ``script`` once per (keys, args) call, all in one pipeline; return the results.
+    """Run ``script`` once per (keys, args) call, pipelined; return the results in order.
 
-    One round trip on a single server, one per node on a cluster (each call's keys must
-    share a slot). A server that does not know the script yet (new, restarted, or a
-    promoted replica) gets it loaded and the calls it refused are sent again: a refused
-    call did not run, so nothing runs twice.
+    One round trip on a single server; on a cluster, the calls are grouped by the master
+    that owns their slot (each call's keys share one) and each master gets one pipeline.
+    A call a server refused without running it (it lacks the script: new, restarted, a
+    promoted replica; or the slot just moved) is sent again on its own through the
+    client, which loads the script and follows the cluster's redirections. Refused calls
+    did not run, so nothing runs twice.
     """
     sha = r.register_script(script).sha
-    results = _evalsha_pipeline(r, sha, calls)
-    missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-    if missing:
-        r.script_load(script)  # on a cluster, every primary
-        for i, result in zip(missing, _evalsha_pipeline(r, sha, [calls[i] for i in missing]), strict=True):
-            results[i] = result
-    for result in results:
-        if isinstance(result, Exception):
+    results: list = [None] * len(calls)
+    for server, indexes in _by_server(r, calls):
+        with server.pipeline(transaction=False) as pipe:
+            for i in indexes:
+                keys, args = calls[i]
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            for i, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+    for i, result in enumerate(results):
+        if isinstance(result, _REFUSED_UNRUN):
+            results[i] = _eval_one(r, script, sha, *calls[i])
+        elif isinstance(result, Exception):
             raise result
     return results
 
 
-def _evalsha_pipeline(r: redis.Redis, sha: str, calls: list[tuple[list, list]]) -> list:
-    with r.pipeline(transaction=False) as pipe:
-        for keys, args in calls:
-            pipe.evalsha(sha, len(keys), *keys, *args)
-        return pipe.execute(raise_on_error=False)
+# Errors with which a server refuses a script call without running any of it.
+_REFUSED_UNRUN = (NoScriptError, MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _by_server(r: redis.Redis, calls: list[tuple[list, list]]) -> list[tuple[redis.Redis, list[int]]]:
+    """Group call indexes by the server (a cluster's master) that owns each call's keys."""
+    if not is_cluster_client(r):
+        return [(r, list(range(len(calls))))]
+    groups: dict[str, tuple[redis.Redis, list[int]]] = {}
+    for i, (keys, _) in enumerate(calls):
+        node = r.nodes_manager.get_node_from_slot(r.keyslot(keys[0]))
+        groups.setdefault(node.name, (node.redis_connection, []))[1].append(i)
+    return list(groups.values())
+
+
+def _eval_one(r: redis.Redis, script: str, sha: str, keys: list, args: list):
+    try:
+        return r.evalsha(sha, len(keys), *keys, *args)
+    except NoScriptError:
+        r.script_load(script)  # on a cluster, every master
+        return r.evalsha(sha, len(keys), *keys, *args)
 
 
 def push_live(r: redis.Redis, user_id: int, event: Event) -> str:

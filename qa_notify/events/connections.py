@@ -11,7 +11,7 @@ cluster), so a connect storm waits for a connection instead of opening thousands
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -56,10 +56,11 @@ def make_client(url: str, max_connections: int = 2, decode: bool = True) -> redi
         pool = redis.BlockingConnectionPool.from_url(url, health_check_interval=30, **options)
         return redis.Redis(connection_pool=pool)
     nodes, username, password = cluster_nodes(url)
+    auth = f"{quote(username or '')}:{quote(password)}@" if password else ""
+    # Built from a node URL: only that way does redis-py give each node the pool class asked for.
     return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-        username=username,
-        password=password,
+        url=f"redis://{auth}{nodes[0][0]}:{nodes[0][1]}",
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes[1:]],
         connection_pool_class=redis.BlockingConnectionPool,
         require_full_coverage=False,  # a cluster mid-failover still serves the slots it has
         **options,
