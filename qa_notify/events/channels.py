@@ -17,14 +17,20 @@ from __future__ import annotations
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "qa"
-PARTITIONS = 128
+PARTITIONS = 128  # a power of two
 
 
 def _partition_tags(count: int) -> tuple[str, ...]:
-    """Return one short hash tag per partition, partition i's in the i-th slice of the slots."""
+    """Return one short hash tag per partition, each in its own slice of the slots.
+
+    Partition i takes the slice whose number is i with its bits reversed, so consecutive
+    partitions (and so consecutive user ids) land far apart: on different masters.
+    """
+    bits = count.bit_length() - 1
     tags = []
     for i in range(count):
-        low, high = i * REDIS_CLUSTER_HASH_SLOTS // count, (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+        piece = int(f"{i:0{bits}b}"[::-1], 2)
+        low, high = piece * REDIS_CLUSTER_HASH_SLOTS // count, (piece + 1) * REDIS_CLUSTER_HASH_SLOTS // count
         k = 0
         while not low <= key_slot(f"{i}.{k}".encode()) < high:
             k += 1

@@ -17,7 +17,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from qa_notify import create_app
-from qa_notify.embedded_redis import EmbeddedRedis, free_port
+from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
@@ -38,12 +38,17 @@ def _own_servers_only():
 class FaultStack:
     """A Redis we can kill, a SQLite database, the app in-process, and child processes."""
 
-    def __init__(self, tmp: Path, persist: bool = True, separate_broker: bool = False) -> None:
+    def __init__(self, tmp: Path, persist: bool = True, separate_broker: bool = False, cluster: bool = False) -> None:
         self.tmp = tmp
         self.persist = persist
         self.port = free_port()
-        self.redis = EmbeddedRedis(tmp / "valkey", port=self.port, persist=persist).start()
-        self.redis_url = self.redis.url
+        if cluster:  # 3 masters + 3 replicas; a broker of its own, since a cluster cannot be one
+            self.cluster = EmbeddedCluster(tmp / "cluster", node_timeout_ms=1000, persist=persist).start()
+            self.redis_url = self.cluster.url
+            separate_broker = True
+        else:
+            self.redis = EmbeddedRedis(tmp / "valkey", port=self.port, persist=persist).start()
+            self.redis_url = self.redis.url
         # A broker of its own (no persistence), so a test can take the broker away alone.
         self.broker_port = free_port()
         self.broker = (
@@ -117,7 +122,10 @@ class FaultStack:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
                 proc.wait()
-        self.redis.stop()
+        if hasattr(self, "cluster"):
+            self.cluster.stop()
+        else:
+            self.redis.stop()
         if self.broker:
             self.broker.stop()
 
@@ -235,6 +243,13 @@ def fault_stack(tmp_path):
 @pytest.fixture
 def broker_stack(tmp_path):
     stack = FaultStack(tmp_path, separate_broker=True)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def cluster_stack(tmp_path):
+    stack = FaultStack(tmp_path, cluster=True)
     yield stack
     stack.close()
 

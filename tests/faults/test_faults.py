@@ -67,9 +67,19 @@ def check_exactly_once(
     return lost, duplicated
 
 
-def check_and_record(name, stack, user_ids, clients, recovered, allow_inbox_recovery=False, **extra):
-    """Check exactly-once delivery, keep the figures for docs/reliability.md; return (lost, duplicated)."""
-    lost, dup = check_exactly_once(stack, user_ids, clients, allow_inbox_recovery)
+def check_and_record(
+    name, stack, user_ids, clients, recovered, allow_inbox_recovery=False, ordered=True, **extra
+):  # fmt: skip
+    """Check exactly-once delivery, keep the figures for docs/reliability.md; return (lost, duplicated).
+
+    ``ordered=False`` where events committed during an outage are delivered after it (the
+    stream stays ordered by id; the commit order is not kept across the outage).
+    """
+    lost, dup = check_exactly_once(stack, user_ids, clients, allow_inbox_recovery, ordered)
+    if not ordered:
+        extra["arrived_out_of_commit_order"] = sum(
+            1 for c in clients for a, b in zip(c.ticks, c.ticks[1:], strict=False) if b < a
+        )
     record(
         name,
         sent=EVENTS * len(user_ids),
