@@ -60,7 +60,7 @@ def register_extensions(app: Flask) -> None:
     """Bind the database, migrations, login, CSRF, Redis and Celery to ``app``."""
     from workers import celery_init_app
 
-    from .events.connections import make_client
+    from .events.bus import connect_redis
     from .events.outbox import register_outbox_hooks
     from .extensions import csrf, db, login_manager, migrate
 
@@ -75,7 +75,9 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     login_manager.init_app(app)
     csrf.init_app(app)
-    app.extensions["qa_redis"] = make_client(app.config["REDIS_URL"]) if app.config["REDIS_URL"] else None
+    app.extensions["qa_redis"] = None
+    if app.config["REDIS_URL"]:
+        connect_redis(app)  # a cluster that is down or forming is retried on first use
     if not app.config["REDIS_URL"]:
         log.info("no REDIS_URL and no embedded Redis running: events wait in the outbox")
         app.config["CELERY_BROKER_URL"] = app.config["CELERY_BROKER_URL"] or "memory://"

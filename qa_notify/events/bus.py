@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import redis
 from flask import current_app
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, RedisClusterException, TryAgainError
 
 from . import channels
-from .connections import is_cluster_client, make_client
+from .connections import is_cluster_client, make_client, redacted
 from .types import Event, event_type_of
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,39 @@ def parse_event_id(value: str) -> tuple[int, int]:
 
 
 def redis_client() -> redis.Redis:
-    """Return the app's shared Redis client (a small pool per process)."""
+    """Return the app's shared Redis client (a small pool per process).
+
+    A cluster that could not be reached when the process started (down, still forming,
+    a wrong address) is tried again here, at most every few seconds; meanwhile this
+    raises ``redis.ConnectionError``, which the web answers with a 503 and the workers
+    retry with backoff.
+    """
     client = current_app.extensions.get("qa_redis")
     if client is None:
-        raise redis.ConnectionError("no Redis configured: set REDIS_URL or start `manage.py run`")
+        if not current_app.config["REDIS_URL"]:
+            raise redis.ConnectionError("no Redis configured: set REDIS_URL or start `manage.py run`")
+        client = connect_redis(current_app)
+        if client is None:
+            raise redis.ConnectionError("Redis is not reachable yet; retrying")
+    return client
+
+
+RECONNECT_SECONDS = 3.0
+
+
+def connect_redis(app) -> redis.Redis | None:
+    """Create the app's Redis client; None (one clear log line) while the servers cannot be reached."""
+    now = time.monotonic()
+    if now < app.extensions.get("qa_redis_retry_at", 0):
+        return None
+    try:
+        client = make_client(app.config["REDIS_URL"])
+    except (redis.RedisError, RedisClusterException) as exc:
+        app.extensions["qa_redis_retry_at"] = now + RECONNECT_SECONDS
+        log.error("Redis at %s is not reachable (%s); retrying every %.0fs", redacted(app.config["REDIS_URL"]), exc,
+                  RECONNECT_SECONDS)  # fmt: skip
+        return None
+    app.extensions["qa_redis"] = client
     return client
 
 

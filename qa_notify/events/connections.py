@@ -28,6 +28,15 @@ def is_cluster(url: str | None) -> bool:
     return bool(url) and url.startswith(CLUSTER_SCHEME)
 
 
+def redacted(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, for logs."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, hosts = rest.rpartition("@")
+    if not at or ":" not in auth:
+        return url
+    return f"{scheme}{sep}{auth.split(':', 1)[0]}:***@{hosts}"
+
+
 def is_cluster_client(client: redis.Redis) -> bool:
     """True when ``client`` talks to a Redis Cluster."""
     return isinstance(client, RedisCluster)

@@ -152,6 +152,7 @@ def _event_stream(
 
 def close_all_streams(app) -> None:
     """End every open stream of this process (on shutdown): browsers reconnect elsewhere."""
+    app.extensions["qa_draining"] = True  # /readyz answers 503 from now on
     hub = app.extensions.get("qa_hub")
     if hub is not None:
         hub.shutdown()
