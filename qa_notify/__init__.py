@@ -39,7 +39,7 @@ def load_config(app: Flask, config: dict | str | None) -> None:
     if os.environ.get("DATABASE_URL"):
         app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
     app.config.update(overrides)
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    make_private_dir(Path(app.instance_path))
     if app.config["ENV_NAME"] == "production" and app.config["SECRET_KEY"] in (
         None,
         "",
@@ -48,6 +48,13 @@ def load_config(app: Flask, config: dict | str | None) -> None:
         raise RuntimeError("production needs SECRET_KEY set to a long random value")
     if not app.config["REDIS_URL"]:
         app.config["REDIS_URL"] = _embedded_redis_url(app)
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` readable by its owner only (it holds the database of password hashes)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def _embedded_redis_url(app: Flask) -> str | None:

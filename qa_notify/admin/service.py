@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from ..auth.service import invalidate_sessions
 from ..events.outbox import emit
 from ..events.types import BroadcastEvent
 from ..extensions import db
@@ -12,6 +13,39 @@ from ..models import ROLES, Broadcast, Notification, User
 
 class BroadcastError(ValueError):
     """A broadcast that cannot be sent; the message says why."""
+
+
+class RoleError(ValueError):
+    """A role change that is not allowed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def change_role(actor: User, user: User, role: str) -> bool:
+    """Give ``user`` the role ``role`` on ``actor``'s authority; return False if nothing changed.
+
+    The one place the rules live, for the admin page and the API alike: only existing
+    roles; nobody changes their own role (an admin demoting themselves could leave nobody
+    able to undo it); the site always keeps an admin. The user's sessions and streams end,
+    so the new role applies at once.
+    """
+    if role not in ROLES:
+        raise RoleError(f"role must be one of {', '.join(ROLES)}")
+    if user.id == actor.id:
+        raise RoleError("you cannot change your own role; ask another admin", status=403)
+    if user.role == role:
+        return False
+    if user.role == "admin" and _admin_count() <= 1:
+        raise RoleError("the site must keep at least one admin", status=409)
+    user.role = role
+    invalidate_sessions(user, reason="role_changed")
+    return True
+
+
+def _admin_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(User).where(User.role == "admin")) or 0
 
 
 def send_broadcast(author: User | None, message: str, role: str | None, max_length: int) -> Broadcast:

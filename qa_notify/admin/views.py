@@ -9,12 +9,11 @@ from sqlalchemy import select
 from wtforms import SelectField, TextAreaField
 from wtforms.validators import AnyOf, DataRequired
 
-from ..auth.service import invalidate_sessions
 from ..extensions import db
 from ..jsonapi import page_role_required
 from ..models import ROLES, User
 from . import bp
-from .service import BroadcastError, broadcast_history, send_broadcast
+from .service import BroadcastError, RoleError, broadcast_history, change_role, send_broadcast
 
 AUDIENCES = [
     ("", "Everyone"),
@@ -92,13 +91,14 @@ def set_role_page(user_id: int):
     form = RoleForm()
     if not form.validate_on_submit():
         flash(f"Choose one of: {', '.join(ROLES)}.", "error")
-    elif user.id == current_user.id:
-        # An admin demoting themselves could leave nobody able to undo it.
-        flash("You cannot change your own role; ask another admin.", "error")
-    elif user.role == form.role.data:
-        flash(f"{user.username} already has the role {user.role}.", "info")
+        return redirect(url_for("admin.admin_page"))
+    try:
+        changed = change_role(current_user._get_current_object(), user, form.role.data)
+    except RoleError as exc:
+        flash(f"Not changed: {exc}.", "error")
     else:
-        user.role = form.role.data
-        invalidate_sessions(user, reason="role_changed")
-        flash(f"{user.username} is now {user.role}; they were signed out everywhere.", "success")
+        if changed:
+            flash(f"{user.username} is now {user.role}; they were signed out everywhere.", "success")
+        else:
+            flash(f"{user.username} already has the role {user.role}.", "info")
     return redirect(url_for("admin.admin_page"))

@@ -22,7 +22,9 @@ def api_register():
     """Create an account and log it in."""
     data = json_body()
     try:
-        user = register_user(field(data, "username", max_length=40), field(data, "password", max_length=200))
+        user = register_user(
+            field(data, "username", max_length=40), field(data, "password", max_length=200, strip=False)
+        )
     except AccountError as exc:
         raise APIError(exc.status, str(exc)) from None
     start_session(user)
@@ -33,7 +35,9 @@ def api_register():
 def api_login():
     """Log in with username and password."""
     data = json_body()
-    user = authenticate(field(data, "username", max_length=200), field(data, "password", max_length=10_000))
+    user = authenticate(
+        field(data, "username", max_length=200), field(data, "password", max_length=10_000, strip=False)
+    )
     if user is None:
         raise APIError(401, "wrong username or password")
     start_session(user, remember=bool(data.get("remember") is True))

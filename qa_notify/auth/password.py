@@ -16,8 +16,8 @@ from .service import MAX_PASSWORD, MIN_PASSWORD, invalidate_sessions, start_sess
 def api_change_password():
     """Change the password; other sessions are signed out, this one stays signed in."""
     data = json_body()
-    current = field(data, "current_password", max_length=10_000)
-    new = field(data, "new_password", max_length=MAX_PASSWORD)
+    current = field(data, "current_password", max_length=10_000, strip=False)
+    new = field(data, "new_password", max_length=MAX_PASSWORD, strip=False)
     user = current_user._get_current_object()
     if not user.check_password(current):
         raise APIError(403, "current password is wrong")

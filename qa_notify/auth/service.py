@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import secrets
@@ -10,6 +11,7 @@ import redis
 from flask import current_app, session
 from flask_login import login_user, logout_user
 from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..events import bus
 from ..extensions import db, login_manager
@@ -97,14 +99,23 @@ def register_user(username: str, password: str, role: str = "user") -> User:
     return user
 
 
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash made the way real ones are, to check against when the user does not exist."""
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
 def authenticate(username: str, password: str) -> User | None:
-    """Return the user whose credentials these are, or None."""
-    if "\x00" in username:
+    """Return the user whose credentials these are, or None.
+
+    A missing user costs the same hash check as a wrong password, so the answer's timing
+    does not tell which usernames exist.
+    """
+    user = None if "\x00" in username else db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        check_password_hash(_dummy_hash(), password[:MAX_PASSWORD])
         return None
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None or not user.check_password(password[:MAX_PASSWORD]):
-        return None
-    return user
+    return user if user.check_password(password[:MAX_PASSWORD]) else None
 
 
 def start_session(user: User, remember: bool = False) -> None:

@@ -54,7 +54,7 @@ def login():
         return redirect(url_for("qa.home"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.username.data, form.password.data)
+        user = authenticate(form.username.data.strip(), form.password.data)
         if user is not None:
             start_session(user, remember=form.remember.data)
             return redirect(_safe_next(request.args.get("next")))

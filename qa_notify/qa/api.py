@@ -6,10 +6,10 @@ from flask import jsonify
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..auth.service import invalidate_sessions
+from ..admin.service import RoleError, change_role
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required, field, json_body, role_required
-from ..models import ROLES, Question, Topic, User
+from ..models import Question, Topic, User
 from . import bp
 from .service import QAError, ask_question, create_topic, post_answer, set_follow
 
@@ -103,10 +103,9 @@ def api_follow(collection: str, target_id: int):
 def api_set_role(user_id: int):
     """Change a user's role (admins); their sessions and streams end."""
     role = field(json_body(), "role")
-    if role not in ROLES:
-        raise APIError(422, f"'role' must be one of {', '.join(ROLES)}")
     user = _get_or_404(User, user_id, "user")
-    if user.role != role:
-        user.role = role
-        invalidate_sessions(user, reason="role_changed")
+    try:
+        change_role(current_user._get_current_object(), user, role)
+    except RoleError as exc:
+        raise APIError(exc.status, str(exc)) from None
     return jsonify(user.to_dict())
