@@ -93,6 +93,11 @@ class Config:
     # none by default, so another service cannot pass for the site or an admin.
     INGEST_BUILTIN_TYPES = tuple(t for t in os.environ.get("INGEST_BUILTIN_TYPES", "").replace(" ", "").split(",") if t)
     LONG_POLL_MAX_SECONDS = _env_float("LONG_POLL_MAX_SECONDS", 30.0)
+    # manage.py web: a connection must send its request line and headers within this long
+    # (also the idle limit between keep-alive requests), and at most this many connections
+    # may be waiting for theirs at once; more are closed at once (slowloris).
+    WEB_HEADER_TIMEOUT_SECONDS = _env_float("WEB_HEADER_TIMEOUT_SECONDS", 10.0)
+    WEB_MAX_PENDING_CONNECTIONS = _env_int("WEB_MAX_PENDING_CONNECTIONS", 1000)
     BROADCAST_MAX_LENGTH = _env_int("BROADCAST_MAX_LENGTH", 1000)
 
 

@@ -12,7 +12,10 @@ worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "10000"))
 graceful_timeout = 10
-keepalive = 75
+# gunicorn's gevent worker reads every request, the first one included, under this timeout:
+# it is the deadline for request headers (slowloris) as well as the keep-alive idle limit.
+# Keep nginx's upstream keepalive_timeout below it (deploy/nginx.conf uses 5 s).
+keepalive = int(float(os.environ.get("WEB_HEADER_TIMEOUT_SECONDS", "10")))
 
 
 def on_starting(server):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 
 import redis
 from flask import Response, current_app, request, session
@@ -20,6 +21,7 @@ from ..events import bus, sse
 from ..events.types import RESYNC, SERVER_CLOSED
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required
+from ..webserver import SOCKET_KEY
 from . import bp
 from .hub import GAP, Hub, Subscription, TooManyStreams
 from .quota import StreamQuota
@@ -79,7 +81,8 @@ def notifications_stream():
             raise APIError(503, "notifications are briefly unavailable; retrying") from None
     cfg = current_app.config
     retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
-    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"])
+    sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
+    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock)
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
@@ -103,14 +106,13 @@ def _event_stream(
     backlog: bus.Backlog,
     retry_ms: int,
     heartbeat: float,
+    sock=None,
 ):
     """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats."""
-    try:
-        import gevent
+    import gevent
 
-        sub.owner = gevent.getcurrent()
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        pass
+    sub.owner = gevent.getcurrent()
+    hangup = watch_for_hangup(sock, sub)
     try:
         yield sse.format_retry(retry_ms)
         if backlog.gap:
@@ -122,7 +124,7 @@ def _event_stream(
         while True:
             items = sub.wait(heartbeat)
             if sub.closed:
-                if sub.close_reason not in ("overflow", "shutdown"):
+                if sub.close_reason not in SILENT_CLOSES:
                     yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
                 return
             if not items:
@@ -147,7 +149,46 @@ def _event_stream(
     except redis.RedisError:
         log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id)
     finally:
+        if hangup is not None:
+            hangup.stop()
         hub.detach(sub)
+
+
+# Closes after which nothing is sent: nobody reads (overflow, hang-up) or the process is going.
+SILENT_CLOSES = ("overflow", "shutdown", "client_gone")
+
+
+def watch_for_hangup(sock, sub: Subscription):
+    """Close ``sub`` the moment its client hangs up; return the watcher (stop it when done).
+
+    An SSE client sends nothing after its request, so the socket turning readable means
+    it closed (or reset) the connection. A libev watcher costs a few hundred bytes and no
+    greenlet, so every idle stream can have one; without it a closed stream kept its slot
+    in the user's stream quota until a heartbeat write failed, up to 15 s later.
+    """
+    if sock is None:
+        return None  # not served by our gevent server (e.g. a test client): heartbeats notice
+    try:
+        import gevent
+
+        watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+    except (OSError, ValueError, AttributeError):
+        return None
+    raw = getattr(sock, "_sock", sock)  # the real, non-blocking socket: no greenlet switch in the hub
+
+    def on_readable() -> None:
+        try:
+            gone = not raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # spurious wake-up
+        except OSError:
+            gone = True
+        watcher.stop()  # data or hang-up: either way there is nothing more to watch for
+        if gone:
+            sub.close("client_gone")
+
+    watcher.start(on_readable)
+    return watcher
 
 
 def close_all_streams(app) -> None:
