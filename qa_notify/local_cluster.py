@@ -1,0 +1,102 @@
+"""The scaled-out topology on one machine, for someone evaluating it: ``make run-cluster``.
+
+A 3-master + 3-replica Valkey cluster from the embedded binary, RabbitMQ as Celery's
+broker when one answers on 127.0.0.1:5672 (else a separate single Valkey, said so), two
+web processes behind nginx when nginx is installed (else on their own ports, said so), and
+two workers, one of them with beat. ``manage.py run-cluster`` drives it.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+from .embedded_redis import EmbeddedRedis
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def rabbitmq_running() -> bool:
+    """True when something answers on RabbitMQ's port on this machine."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def start_broker(instance: Path) -> tuple[str, EmbeddedRedis | None, str]:
+    """Return Celery's broker URL, the server started for it (if any), and a line saying which."""
+    if rabbitmq_running():
+        return RABBITMQ_URL, None, "broker: RabbitMQ on 127.0.0.1:5672"
+    server = EmbeddedRedis(instance / "broker", persist=True).start()
+    return server.url, server, f"broker: no RabbitMQ here, a separate single Valkey on {server.url}"
+
+
+def nginx_config(port: int, upstream_ports: list[int], prefix: Path) -> str:
+    """Return a complete nginx.conf balancing ``upstream_ports`` on 127.0.0.1:``port``.
+
+    The same settings as ``deploy/nginx.conf``, made self-contained (own pid, logs and
+    temp files under ``prefix``) so it runs as this user, in the foreground.
+    """
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in upstream_ports)
+    user = pwd.getpwuid(os.getuid()).pw_name  # workers as this user, so they can use prefix/
+    return f"""daemon off;
+user {user};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream qa_notify_web {{
+        least_conn;
+{servers}
+        keepalive 64;
+        keepalive_timeout 5s;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_header_timeout 10s;
+        client_body_timeout 10s;
+        client_max_body_size 256k;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        location /notifications {{
+            proxy_pass http://qa_notify_web;
+            proxy_buffering off;
+            proxy_cache off;
+            proxy_read_timeout 1h;
+            proxy_next_upstream error timeout;
+        }}
+        location / {{
+            proxy_pass http://qa_notify_web;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str | None:
+    """Return the nginx executable, if nginx is installed (also in /usr/sbin, off most PATHs)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def start_nginx(port: int, upstream_ports: list[int], prefix: Path) -> subprocess.Popen:
+    """Start nginx in the foreground with ``nginx_config``; the caller stops it."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_config(port, upstream_ports, prefix))
+    return subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
