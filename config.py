@@ -93,6 +93,8 @@ class Config:
     # none by default, so another service cannot pass for the site or an admin.
     INGEST_BUILTIN_TYPES = tuple(t for t in os.environ.get("INGEST_BUILTIN_TYPES", "").replace(" ", "").split(",") if t)
     LONG_POLL_MAX_SECONDS = _env_float("LONG_POLL_MAX_SECONDS", 30.0)
+    # How many proxies (nginx) stand in front and set X-Forwarded-For/-Proto; 0 trusts none.
+    PROXY_COUNT = _env_int("PROXY_COUNT", 0)
     # manage.py web: a connection must send its request line and headers within this long
     # (also the idle limit between keep-alive requests), and at most this many connections
     # may be waiting for theirs at once; more are closed at once (slowloris).

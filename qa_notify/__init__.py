@@ -18,6 +18,7 @@ def create_app(config: dict | str | None = None) -> Flask:
     """Build the Flask app. ``config`` is an environment name or a dict of overrides."""
     app = Flask(__name__, template_folder=str(ROOT / "templates"), instance_path=str(INSTANCE_DIR))
     load_config(app, config)
+    trust_proxies(app)
     register_extensions(app)
     register_blueprints(app)
     register_rate_limits(app)
@@ -48,6 +49,16 @@ def load_config(app: Flask, config: dict | str | None) -> None:
         raise RuntimeError("production needs SECRET_KEY set to a long random value")
     if not app.config["REDIS_URL"]:
         app.config["REDIS_URL"] = _embedded_redis_url(app)
+
+
+def trust_proxies(app: Flask) -> None:
+    """Behind ``PROXY_COUNT`` proxies (nginx: 1), take the client's address and scheme from
+    their ``X-Forwarded-For`` / ``-Proto``: rate limits count per client, not per proxy."""
+    count = app.config["PROXY_COUNT"]
+    if count:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
 
 
 def make_private_dir(path: Path) -> None:

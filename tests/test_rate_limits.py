@@ -41,3 +41,18 @@ def test_posting_is_limited_per_user(limited_app, make_user):
     assert statuses == [201, 201, 429]
     # Another user is not affected by ann's limit.
     assert bob.post("/api/questions", {"title": "mine"}).status_code == 201
+
+
+def test_behind_a_proxy_each_client_address_has_its_own_budget(app_config, app, make_user):
+    make_user("ann")
+    proxied = create_app({**app_config, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "1 per minute", "PROXY_COUNT": 1})
+    client = APIClient(proxied.test_client())
+
+    def attempt(address: str) -> int:
+        headers = {"X-Forwarded-For": address}
+        return client.post("/api/login", {"username": f"ghost-{address}", "password": "x"}, headers=headers).status_code
+
+    # All requests come from the proxy's own address; the budgets follow the real clients.
+    assert [attempt("203.0.113.1"), attempt("203.0.113.2"), attempt("203.0.113.1")] == [401, 401, 429]
+    with proxied.app_context():
+        db.engine.dispose()
