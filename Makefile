@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install run test test-cluster test-faults test-browser bench lint format clean
+.PHONY: install run run-cluster test test-cluster test-faults test-browser bench lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) manage.py run
+
+# The scaled-out topology on this machine (docs/deployment.md): Valkey cluster, broker,
+# nginx if installed, two web processes, two workers.
+run-cluster: $(STAMP)
+	$(PY) manage.py run-cluster
 
 test: $(STAMP)
 	$(PY) -m pytest

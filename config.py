@@ -43,6 +43,8 @@ class Config:
     REDIS_URL = os.environ.get("REDIS_URL") or None
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
     CELERY_ALWAYS_EAGER = False
+    # The broker queue the tasks go through (several deployments can share one RabbitMQ).
+    CELERY_TASK_QUEUE = os.environ.get("CELERY_TASK_QUEUE", "celery")
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

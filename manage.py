@@ -4,6 +4,7 @@
             the gevent web server; Ctrl-C or SIGTERM stops them all.
 ``web``     the gevent web server alone (what ``run`` starts; production uses gunicorn).
 ``worker``  a Celery worker (add ``--beat`` on exactly one of them).
+``run-cluster``  the scaled-out topology on one machine: Valkey cluster, broker, nginx, 2+2.
 Plus the app's commands: init-db, create-user, seed-demo, notify, broadcast.
 """
 
@@ -139,6 +140,49 @@ def run(host: str, port: int, seed: bool) -> None:
         if embedded is not None:
             embedded.stop()
             url_file.unlink(missing_ok=True)
+
+
+@cli.command("run-cluster")
+@listen_options
+@click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
+def run_cluster(host: str, port: int, seed: bool) -> None:
+    """The scaled-out topology on this machine: a Valkey cluster, a broker, 2 web, 2 workers."""
+    import shutil
+
+    from qa_notify.embedded_redis import EmbeddedCluster, free_port
+    from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx
+
+    here = INSTANCE_DIR / "cluster-run"
+    shutil.rmtree(here, ignore_errors=True)  # ports change every run: a fresh cluster each time
+    here.mkdir(parents=True)
+    cluster = EmbeddedCluster(here / "valkey").start()
+    broker_url, broker, broker_line = start_broker(here)
+    behind_nginx = nginx_binary() is not None
+    os.environ.update(REDIS_URL=cluster.url, CELERY_BROKER_URL=broker_url, PROXY_COUNT="1" if behind_nginx else "0")
+    click.echo(f"Valkey cluster, 3 masters + 3 replicas: {cluster.url}", err=True)
+    click.echo(broker_line, err=True)
+    children: list[subprocess.Popen] = []
+    try:
+        _prepare_database(seed)
+        manage = [sys.executable, str(HERE / "manage.py")]
+        for beat in ("--beat", "--no-beat"):
+            children.append(subprocess.Popen([*manage, "worker", beat, "--loglevel", "warning"], cwd=HERE))
+        web_ports = [free_port(), free_port()]
+        for web_port in web_ports:
+            children.append(subprocess.Popen([*manage, "web", "--port", str(web_port)], cwd=HERE))
+        if behind_nginx:
+            children.append(start_nginx(port, web_ports, here / "nginx"))
+            click.echo(f"qa_notify: nginx on http://{host}:{port} in front of web processes {web_ports}", err=True)
+        else:
+            urls = ", ".join(f"http://127.0.0.1:{p}" for p in web_ports)
+            click.echo(f"qa_notify: nginx is not installed, so the web processes answer on their own: {urls}", err=True)
+        click.echo("two workers (one with beat); Ctrl-C stops everything", err=True)
+        _supervise(children)
+    finally:
+        _stop_all(children)
+        if broker is not None:
+            broker.stop()
+        cluster.stop()
 
 
 def _prepare_database(seed: bool) -> None:

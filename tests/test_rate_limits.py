@@ -45,7 +45,9 @@ def test_posting_is_limited_per_user(limited_app, make_user):
 
 def test_behind_a_proxy_each_client_address_has_its_own_budget(app_config, app, make_user):
     make_user("ann")
-    proxied = create_app({**app_config, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "1 per minute", "PROXY_COUNT": 1})
+    proxied = create_app(
+        {**app_config, "RATELIMIT_ENABLED": True, "LOGIN_RATE_LIMIT": "1 per minute", "PROXY_COUNT": 1}
+    )
     client = APIClient(proxied.test_client())
 
     def attempt(address: str) -> int:

@@ -33,6 +33,7 @@ def celery_init_app(app: Flask) -> Celery:
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.conf.update(
         broker_url=broker,
+        task_default_queue=app.config["CELERY_TASK_QUEUE"],
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -21,6 +21,7 @@ from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
+from qa_notify.local_cluster import RABBITMQ_URL, rabbitmq_running
 from qa_notify.models import User
 
 from ..live import REPO, WebProcess
@@ -38,7 +39,14 @@ def _own_servers_only():
 class FaultStack:
     """A Redis we can kill, a SQLite database, the app in-process, and child processes."""
 
-    def __init__(self, tmp: Path, persist: bool = True, separate_broker: bool = False, cluster: bool = False) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        persist: bool = True,
+        separate_broker: bool = False,
+        cluster: bool = False,
+        rabbitmq: bool = False,
+    ) -> None:
         self.tmp = tmp
         self.persist = persist
         self.port = free_port()
@@ -52,9 +60,13 @@ class FaultStack:
         # A broker of its own (no persistence), so a test can take the broker away alone.
         self.broker_port = free_port()
         self.broker = (
-            EmbeddedRedis(tmp / "broker", port=self.broker_port, persist=False).start() if separate_broker else None
+            EmbeddedRedis(tmp / "broker", port=self.broker_port, persist=False).start()
+            if separate_broker and not rabbitmq
+            else None
         )
-        self.broker_url = self.broker.url if self.broker else self.redis_url
+        self.broker_url = RABBITMQ_URL if rabbitmq else self.broker.url if self.broker else self.redis_url
+        # A queue of this test's own: RabbitMQ outlives the test, and may serve other runs.
+        self.queue = f"qa-faults-{os.getpid()}-{free_port()}"
         self.database_url = f"sqlite:///{tmp / 'faults.sqlite'}"
         self.web: WebProcess | None = None
         self.workers: list[subprocess.Popen] = []
@@ -63,6 +75,7 @@ class FaultStack:
             "DATABASE_URL": self.database_url,
             "REDIS_URL": self.redis_url,
             "CELERY_BROKER_URL": self.broker_url,
+            "CELERY_TASK_QUEUE": self.queue,
             "SECRET_KEY": "test-secret",
             "OUTBOX_RELAY_SECONDS": "1",
             "OUTBOX_RELAY_AGE_SECONDS": "1",
@@ -80,6 +93,8 @@ class FaultStack:
             {
                 "SECRET_KEY": "test-secret",
                 "REDIS_URL": self.redis_url,
+                "CELERY_BROKER_URL": self.broker_url,
+                "CELERY_TASK_QUEUE": self.queue,
                 "SQLALCHEMY_DATABASE_URI": self.database_url,
                 "CELERY_ALWAYS_EAGER": True,
                 "OUTBOX_RELAY_AGE_SECONDS": 0,
@@ -122,6 +137,9 @@ class FaultStack:
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
                 proc.wait()
+        if self.broker_url == RABBITMQ_URL:
+            with self.app.extensions["celery"].connection_for_write() as conn:
+                conn.default_channel.queue_delete(self.queue)
         if hasattr(self, "cluster"):
             self.cluster.stop()
         else:
@@ -250,6 +268,15 @@ def broker_stack(tmp_path):
 @pytest.fixture
 def cluster_stack(tmp_path):
     stack = FaultStack(tmp_path, cluster=True)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def rabbitmq_cluster_stack(tmp_path):
+    if not rabbitmq_running():
+        pytest.skip("no RabbitMQ on 127.0.0.1:5672 (CI machines run one; install rabbitmq-server to run this)")
+    stack = FaultStack(tmp_path, cluster=True, rabbitmq=True)
     yield stack
     stack.close()
 

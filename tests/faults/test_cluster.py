@@ -7,14 +7,20 @@ say ``resync`` and have a complete inbox), and every inbox must be complete.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
+import httpx
 import pytest
 import redis
 
+from qa_notify.embedded_redis import free_port
 from qa_notify.events import channels
 from qa_notify.events.connections import make_client
+from qa_notify.local_cluster import nginx_binary, start_nginx
 
+from .conftest import record
 from .test_faults import EVENTS, check_and_record, run_series
 
 pytestmark = pytest.mark.faults
@@ -103,3 +109,89 @@ def _slots_up_to(port: int, slot: int) -> int:
     ranges = [r for r in redis.Redis(port=port).cluster("slots") if int(r[2][1]) == port]
     owned = sorted(s for low, high, *_ in ranges for s in range(int(low), int(high) + 1))
     return owned.index(slot) + 1
+
+
+def test_one_of_two_workers_killed_mid_fan_out_on_rabbitmq_the_other_finishes(rabbitmq_cluster_stack):
+    from sqlalchemy import func, insert, select
+
+    from qa_notify.extensions import db
+    from qa_notify.models import Notification, OutboxEvent, User
+
+    stack = rabbitmq_cluster_stack
+    followers = 20_000
+    with stack.app.app_context():
+        db.session.execute(
+            insert(User), [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(followers)]
+        )
+        db.session.commit()
+        ids = list(db.session.scalars(select(User.id)))
+    stack.app.extensions["celery"].conf.task_always_eager = False
+    victim = stack.start_worker(concurrency=2)
+    stack.start_worker(beat=True, concurrency=2)
+    time.sleep(4)
+    stack.publish(ids, 0)  # 10 batch tasks of 2,000 through RabbitMQ, shared by the two workers
+    started = time.monotonic()
+    with stack.app.app_context():
+        while not db.session.scalar(select(func.count()).select_from(Notification)):
+            assert time.monotonic() - started < 30, "the fan-out never started"
+            time.sleep(0.01)
+            db.session.expire_all()
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    with stack.app.app_context():
+        partial = db.session.scalar(select(func.count()).select_from(Notification))
+        while db.session.scalar(select(OutboxEvent.delivered_at)) is None:
+            assert time.monotonic() - killed_at < 90, "the other worker did not finish the fan-out"
+            time.sleep(0.2)
+            db.session.expire_all()
+        rows = db.session.scalar(select(func.count()).select_from(Notification))
+        distinct = db.session.scalar(select(func.count(func.distinct(Notification.user_id))))
+    r = make_client(stack.redis_url)
+    lengths = [r.xlen(channels.user_stream(uid)) for uid in ids]
+    record(
+        "cluster_worker_killed_rabbitmq",
+        sent=followers,
+        received=sum(lengths),
+        lost=sum(1 for n in lengths if n == 0),
+        duplicated=sum(n - 1 for n in lengths if n > 1),
+        recover_s=round(time.monotonic() - killed_at, 2),
+        inbox_rows_when_killed=partial,
+    )
+    assert rows == distinct == followers
+    assert all(n == 1 for n in lengths), "a follower got a duplicate or nothing"
+
+
+def test_a_web_process_killed_behind_nginx_its_browsers_come_back_through_the_other(cluster_stack, tmp_path):
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed (CI installs Debian's nginx-light)")
+    stack = cluster_stack
+    user_ids = stack.users(USERS)
+    webs = [stack.start_web(PROXY_COUNT="1") for _ in range(2)]
+    stack.web = webs[0]  # killed below; the stack stops the other in its teardown
+    port = free_port()
+    nginx = start_nginx(port, [w.port for w in webs], tmp_path / "nginx")
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/healthz")
+        clients, recovered = run_series(stack, user_ids, webs[0].kill, base_url=f"http://127.0.0.1:{port}", pace=0.05)
+        moved = sum(1 for c in clients if c.reconnects)
+        lost, dup = check_and_record(
+            "nginx_web_killed", stack, user_ids, clients, recovered, clients_reconnected_via_nginx=moved
+        )
+        assert (lost, dup) == (0, 0)
+        assert moved >= 1  # some browsers were on the killed process and came back through nginx
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        webs[1].stop()
+
+
+def _wait_for(url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code in (200, 503):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")

@@ -25,9 +25,12 @@ USERS = 3
 EVENTS = 30
 
 
-def run_series(stack, user_ids, fault, *, at: int = EVENTS // 2, pace: float = 0.02, recover=None):
-    """Publish EVENTS ticks, calling ``fault()`` at tick ``at``; return (clients, recovery seconds)."""
-    clients = [ReconnectingClient(stack.web.url, f"user{i}", EVENTS).start() for i in range(len(user_ids))]
+def run_series(stack, user_ids, fault, *, at: int = EVENTS // 2, pace: float = 0.02, recover=None, base_url=None):
+    """Publish EVENTS ticks, calling ``fault()`` at tick ``at``; return (clients, recovery seconds).
+
+    Clients connect to ``base_url`` (nginx, say), else straight to the stack's web process.
+    """
+    clients = [ReconnectingClient(base_url or stack.web.url, f"user{i}", EVENTS).start() for i in range(len(user_ids))]
     for c in clients:
         assert c.opened.wait(10), "client could not connect"
     recovered = 0.0
