@@ -89,6 +89,10 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> N
     ]
     if beat:
         args += ["--beat", "--schedule", str(INSTANCE_DIR / "celerybeat-schedule")]
+    if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in ctx.args):
+        # A name of its own: two workers on one host must not share one (RabbitMQ refuses the
+        # second one's control queue).
+        args += ["-n", f"qa_notify-{os.getpid()}@%h"]
     os.execvp(args[0], args + list(ctx.args))
 
 
