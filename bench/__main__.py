@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -26,6 +27,8 @@ FULL = {
     "broadcast": {"streams": 10_000},
     "capacity": {"streams": 19_000},
     "flask_sse": {},
+    "broadcast_cluster": {"streams": 10_000},
+    "latency_cluster": {"streams": 1000, "rate": 100, "seconds": 20},
 }
 QUICK = {
     "fanout": {"followers": 10_000},
@@ -41,6 +44,8 @@ QUICK = {
         "broadcast_streams": 1000,
         "capacity_streams": 2000,
     },
+    "broadcast_cluster": {"streams": 1000},
+    "latency_cluster": {"streams": 200, "rate": 50, "seconds": 5},
 }
 RUNNERS = {
     "fanout": scenarios.fanout,
@@ -50,6 +55,9 @@ RUNNERS = {
     "broadcast": scenarios.broadcast,
     "capacity": scenarios.capacity,
     "flask_sse": compare.flask_sse,
+    # The same, on a 3-master Valkey cluster with the streams spread over two web processes by nginx.
+    "broadcast_cluster": functools.partial(scenarios.broadcast, cluster=True, web_processes=2),
+    "latency_cluster": functools.partial(scenarios.latency, cluster=True, web_processes=2),
 }
 
 

@@ -30,7 +30,17 @@ def write(results: Path, quick: bool = False) -> Path:
     DOCS.mkdir(exist_ok=True)
     r = {
         name: _load(results, name, quick)
-        for name in ("fanout", "tasks", "latency", "latency_light", "broadcast", "capacity", "flask_sse")
+        for name in (
+            "fanout",
+            "tasks",
+            "latency",
+            "latency_light",
+            "broadcast",
+            "capacity",
+            "flask_sse",
+            "broadcast_cluster",
+            "latency_cluster",
+        )  # fmt: skip
     }
     rows = []
     if r["fanout"]:
@@ -45,9 +55,9 @@ def write(results: Path, quick: bool = False) -> Path:
         )
         rows.append(
             (
-                "Redis round trips per recipient (Lua calls)",
+                "Redis round trips per recipient (one pipeline of Lua calls per batch)",
                 "-",
-                f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']} calls)",
+                f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']:,} Lua calls in them)",
                 "n/a",
             )
         )
@@ -135,6 +145,8 @@ def write(results: Path, quick: bool = False) -> Path:
     if r["latency"] and r["latency"].get("latencies_ms"):
         _plot_latency(r["latency"]["latencies_ms"])
         lines += ["![latency CDF](latency-cdf.png)", ""]
+    if r["broadcast_cluster"] or r["latency_cluster"]:
+        lines += _cluster_comparison(r)
     if r["flask_sse"]:
         lines += _comparison(r)
     out = DOCS / "benchmarks.md"
@@ -159,6 +171,35 @@ def _lat(figures: dict | None) -> str:
     if not figures or figures.get("p50_ms") is None:
         return "none received"
     return f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms ({figures['received']:,} received)"
+
+
+def _cluster_comparison(r: dict) -> list[str]:
+    """One Valkey and one web process against a 3-master cluster with two web processes behind nginx."""
+    rows = []
+    for name, what in (("broadcast", "Broadcast to every open stream"), ("latency", "Answer POST -> new_answers")):
+        one, many = r.get(name), r.get(f"{name}_cluster")
+        if not (one and many):
+            continue
+        if name == "broadcast":
+            cells = [f"last {x['last_seconds']} s ({x['received']:,} of {x['streams']:,})" for x in (one, many)]
+        else:
+            cells = [_lat(x) for x in (one, many)]
+        rows.append(f"| {what} ({many['streams']:,} streams) | {cells[0]} | {cells[1]} |")
+    conns = [x.get("redis_connections_per_web_process") for x in (r.get("broadcast"), r.get("broadcast_cluster")) if x]
+    if len(conns) == 2 and None not in conns:
+        rows.append(f"| Redis connections per web process | {conns[0]:g} | {conns[1]:g} (over 3 masters) |")
+    return [
+        "## One Valkey or a 3-master cluster",
+        "",
+        "The same scenarios on one Valkey with one web process, and on a Valkey cluster of 3 masters",
+        "and 3 replicas (all on this machine) with the streams spread by nginx over two web processes;",
+        "the cluster runs use RabbitMQ as Celery's broker when the machine runs one.",
+        "",
+        "| | one Valkey, 1 web process | 3-master cluster, 2 web processes behind nginx |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _comparison(r: dict) -> list[str]:

@@ -11,21 +11,33 @@ from pathlib import Path
 import httpx
 import redis
 
-from qa_notify.embedded_redis import EmbeddedRedis, free_port
+from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
+from qa_notify.events.connections import is_cluster_client, make_client
+from qa_notify.local_cluster import start_broker, start_nginx
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-not-for-production"
 FD_LIMIT = 20_000
+APP_SETTINGS = ("REDIS_URL", "DATABASE_URL", "SECRET_KEY", "CELERY_BROKER_URL", "CELERY_TASK_QUEUE")
 
 
 class Stack:
     """One benchmark's Redis, database file and child processes; ``close()`` stops them all."""
 
-    def __init__(self, workdir: Path, **settings: str) -> None:
+    def __init__(self, workdir: Path, cluster: bool = False, **settings: str) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.redis_server = EmbeddedRedis(workdir / "valkey", persist=False).start()
-        self.redis_url = self.redis_server.url
+        self.servers: list = []  # what close() stops after the children
+        if cluster:  # 3 masters + 3 replicas, and a broker (RabbitMQ if this machine runs one)
+            self.cluster = EmbeddedCluster(workdir / "cluster", persist=False).start()
+            broker_url, broker, _ = start_broker(workdir)
+            self.servers += [self.cluster, *([broker] if broker else [])]
+            self.redis_url = self.cluster.url
+            settings = {"CELERY_BROKER_URL": broker_url, "CELERY_TASK_QUEUE": f"qa-bench-{os.getpid()}", **settings}
+        else:
+            self.redis_server = EmbeddedRedis(workdir / "valkey", persist=False).start()
+            self.servers.append(self.redis_server)
+            self.redis_url = self.redis_server.url
         db_file = workdir / "bench.sqlite"
         db_file.unlink(missing_ok=True)
         self.database_url = f"sqlite:///{db_file}"
@@ -47,7 +59,17 @@ class Stack:
         )
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        return make_client(self.redis_url)
+
+    def start_webs(self, count: int) -> str:
+        """Start ``count`` web processes; with more than one, nginx in front. Return the URL to use."""
+        urls = [self.start_web()[0] for _ in range(count)]
+        if count == 1:
+            return urls[0]
+        port = free_port()
+        self.children.append(start_nginx(port, [port_of(u) for u in urls], self.workdir / "nginx"))
+        _wait_healthy(f"http://127.0.0.1:{port}")
+        return f"http://127.0.0.1:{port}"
 
     def start_web(self) -> tuple[str, subprocess.Popen]:
         """Start ``manage.py web`` with the open-file limit raised; return its URL and process."""
@@ -83,7 +105,7 @@ class Stack:
 
     def app(self):
         """An app bound to this stack's database and Redis, for direct inserts and cookies."""
-        os.environ.update({k: self.env[k] for k in ("REDIS_URL", "DATABASE_URL", "SECRET_KEY")})
+        os.environ.update({k: v for k, v in self.env.items() if k in APP_SETTINGS})
         from qa_notify import create_app
 
         return create_app({"SECRET_KEY": SECRET, "REDIS_URL": self.redis_url})
@@ -97,7 +119,8 @@ class Stack:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        self.redis_server.stop()
+        for server in self.servers:
+            server.stop()
 
 
 def port_of(url: str) -> int:
@@ -131,5 +154,8 @@ def rss_kb(pid: int) -> int:
 
 
 def redis_clients(r: redis.Redis) -> int:
-    """Connections the Redis server has open right now, minus the one asking."""
+    """Connections the Redis server (every master of a cluster) has open, minus those asking."""
+    if is_cluster_client(r):
+        nodes = [node.redis_connection for node in r.get_primaries()]
+        return sum(int(n.info("clients")["connected_clients"]) - 1 for n in nodes)
     return int(r.info("clients")["connected_clients"]) - 1

@@ -49,7 +49,9 @@ def nginx_config(port: int, upstream_ports: list[int], prefix: Path) -> str:
 user {user};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+worker_processes 2;
+worker_rlimit_nofile 20000;  # each proxied stream holds two descriptors: the browser's and the upstream's
+events {{ worker_connections 16000; }}
 http {{
     access_log off;
     client_body_temp_path {prefix}/client_body;

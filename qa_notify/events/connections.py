@@ -15,6 +15,7 @@ from urllib.parse import quote, unquote
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 CLUSTER_SCHEME = "redis+cluster://"
 
@@ -115,11 +116,17 @@ def owner_of(client: redis.Redis, key: str) -> tuple[str, int]:
     """Return the address of the server that holds ``key`` (the master of its slot)."""
     if not isinstance(client, RedisCluster):
         return primary_addresses(client)[0]
-    node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+    try:
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+    except RedisClusterException as exc:  # the slot has no master right now (a failover)
+        raise redis.ConnectionError(f"no master serves the slot of {key!r} now: {exc}") from exc
     return node.host, int(node.port)
 
 
 def refresh_topology(client: redis.Redis) -> None:
     """Ask a cluster again which master serves which slots (after a failover or a move)."""
     if isinstance(client, RedisCluster):
-        client.nodes_manager.initialize()
+        try:
+            client.nodes_manager.initialize()
+        except RedisClusterException as exc:  # no node answers yet
+            raise redis.ConnectionError(f"the cluster's slots are not known yet: {exc}") from exc

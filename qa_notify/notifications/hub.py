@@ -101,12 +101,14 @@ class TooManyStreams(Exception):
 class _Shard:
     """One subscriber connection to one Redis server, and the channels it carries."""
 
-    __slots__ = ("address", "commands", "channels", "connected", "retired")
+    __slots__ = ("address", "commands", "channels", "unsubscribing", "connected", "retired")
 
     def __init__(self, address: Address) -> None:
         self.address = address
         self.commands: deque[tuple[str, str]] = deque()
         self.channels: set[str] = set()
+        # Our own SUNSUBSCRIBEs not yet answered, per channel: their answers are not moves.
+        self.unsubscribing: dict[str, int] = {}
         self.connected = threading.Event()
         self.retired = False
 
@@ -130,7 +132,6 @@ class Hub:
         self._gapped: set[str] = set()
         self._shards: dict[Address, _Shard] = {}
         self._shard_of: dict[str, Address] = {}
-        self._unsubscribing: dict[str, int] = {}
         self._lock = threading.Lock()
         self._keeper: threading.Thread | None = None
         self._stopping = False
@@ -241,7 +242,7 @@ class Hub:
         if shard is not None:
             shard.channels.discard(channel)
             shard.commands.append(("SUNSUBSCRIBE", channel))
-            self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
+            shard.unsubscribing[channel] = shard.unsubscribing.get(channel, 0) + 1
 
     def _cut(self, channels_cut) -> None:
         """Mark channels as cut off: unconfirmed, and their streams owe a re-read."""
@@ -298,6 +299,7 @@ class Hub:
         shard.connected.clear()
         with self._lock:
             shard.commands.clear()
+            shard.unsubscribing.clear()  # a new connection starts with no subscription at all
             self._cut(shard.channels)
             for channel in shard.channels:
                 shard.commands.append(("SSUBSCRIBE", channel))
@@ -378,9 +380,11 @@ class Hub:
             self._confirm(shard, channel)
         elif kind == "sunsubscribe":
             with self._lock:
-                own = self._unsubscribing.get(channel, 0)
+                own = shard.unsubscribing.get(channel, 0)
                 if own:
-                    self._unsubscribing[channel] = own - 1
+                    shard.unsubscribing[channel] = own - 1
+                    if own == 1:
+                        del shard.unsubscribing[channel]
                     return
             # Not ours: the server dropped the channel because its slot moved away.
             if self._cluster:

@@ -158,6 +158,29 @@ class FaultStack:
             db.session.commit()
             return [u.id for u in users]
 
+    def followers(self, n: int) -> list[int]:
+        """Insert ``n`` bare users (no usable password) at once; return every user id."""
+        from sqlalchemy import insert, select
+
+        with self.app.app_context():
+            rows = [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(n)]
+            db.session.execute(insert(User), rows)
+            db.session.commit()
+            return list(db.session.scalars(select(User.id)))
+
+    def wait_for_first_inbox_row(self, timeout: float = 30) -> None:
+        """Return once a fan-out has written its first inbox row."""
+        from sqlalchemy import func, select
+
+        from qa_notify.models import Notification
+
+        started = time.monotonic()
+        with self.app.app_context():
+            while not db.session.scalar(select(func.count()).select_from(Notification)):
+                assert time.monotonic() - started < timeout, "the fan-out never started"
+                time.sleep(0.01)
+                db.session.expire_all()
+
     def publish(self, user_ids: list[int], n: int, pad: int = 0) -> None:
         """Emit event ``n`` (type ``tick``, ``pad`` bytes of filler) to the users, through the outbox."""
         data = {"n": n, "pad": "x" * pad} if pad else {"n": n}

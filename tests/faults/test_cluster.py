@@ -112,30 +112,20 @@ def _slots_up_to(port: int, slot: int) -> int:
 
 
 def test_one_of_two_workers_killed_mid_fan_out_on_rabbitmq_the_other_finishes(rabbitmq_cluster_stack):
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import func, select
 
     from qa_notify.extensions import db
-    from qa_notify.models import Notification, OutboxEvent, User
+    from qa_notify.models import Notification, OutboxEvent
 
     stack = rabbitmq_cluster_stack
     followers = 20_000
-    with stack.app.app_context():
-        db.session.execute(
-            insert(User), [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(followers)]
-        )
-        db.session.commit()
-        ids = list(db.session.scalars(select(User.id)))
+    ids = stack.followers(followers)
     stack.app.extensions["celery"].conf.task_always_eager = False
     victim = stack.start_worker(concurrency=2)
     stack.start_worker(beat=True, concurrency=2)
     time.sleep(4)
     stack.publish(ids, 0)  # 10 batch tasks of 2,000 through RabbitMQ, shared by the two workers
-    started = time.monotonic()
-    with stack.app.app_context():
-        while not db.session.scalar(select(func.count()).select_from(Notification)):
-            assert time.monotonic() - started < 30, "the fan-out never started"
-            time.sleep(0.01)
-            db.session.expire_all()
+    stack.wait_for_first_inbox_row()
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     with stack.app.app_context():

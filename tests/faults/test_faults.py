@@ -167,33 +167,20 @@ def test_database_locked_during_fan_out_retries_without_duplicates(fault_stack):
 
 
 def test_worker_killed_mid_fan_out_another_finishes_it(fault_stack):
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import func, select
 
     from qa_notify.extensions import db
-    from qa_notify.models import Notification, OutboxEvent, User
+    from qa_notify.models import Notification, OutboxEvent
 
     stack = fault_stack
     followers = 20_000
-    with stack.app.app_context():
-        db.session.execute(
-            insert(User), [{"username": f"f{i}", "password_hash": "x", "role": "user"} for i in range(followers)]
-        )
-        db.session.commit()
-        ids = list(db.session.scalars(select(User.id)))
+    ids = stack.followers(followers)
     stack.app.config["CELERY_ALWAYS_EAGER"] = False
     stack.app.extensions["celery"].conf.task_always_eager = False
     worker = stack.start_worker(concurrency=2)
     time.sleep(3)
     stack.publish(ids, 0)
-    started = time.monotonic()
-    with stack.app.app_context():
-        while True:
-            done = db.session.scalar(select(func.count()).select_from(Notification))
-            if done > 0:
-                break
-            assert time.monotonic() - started < 30, "the fan-out never started"
-            time.sleep(0.01)
-            db.session.expire_all()
+    stack.wait_for_first_inbox_row()
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     killed_at = time.monotonic()
