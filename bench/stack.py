@@ -38,6 +38,8 @@ class Stack:
             self.redis_server = EmbeddedRedis(workdir / "valkey", persist=False).start()
             self.servers.append(self.redis_server)
             self.redis_url = self.redis_server.url
+            # Explicit, so nothing an earlier cluster scenario left in the environment applies.
+            settings = {"CELERY_BROKER_URL": self.redis_url, "CELERY_TASK_QUEUE": "celery", **settings}
         db_file = workdir / "bench.sqlite"
         db_file.unlink(missing_ok=True)
         self.database_url = f"sqlite:///{db_file}"
@@ -110,6 +112,15 @@ class Stack:
 
         return create_app({"SECRET_KEY": SECRET, "REDIS_URL": self.redis_url})
 
+    def _delete_bench_queue(self) -> None:
+        """A queue made for this run on a shared RabbitMQ goes when the run does."""
+        queue = self.env["CELERY_TASK_QUEUE"]
+        if queue.startswith("qa-bench-") and self.env["CELERY_BROKER_URL"].startswith("amqp"):
+            from kombu import Connection
+
+            with Connection(self.env["CELERY_BROKER_URL"]) as conn:
+                conn.default_channel.queue_delete(queue)
+
     def close(self) -> None:
         for proc in self.children:
             if proc.poll() is None:
@@ -119,6 +130,7 @@ class Stack:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self._delete_bench_queue()
         for server in self.servers:
             server.stop()
 

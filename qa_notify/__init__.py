@@ -34,7 +34,7 @@ def load_config(app: Flask, config: dict | str | None) -> None:
     overrides = config if isinstance(config, dict) else {}
     env_name = config if isinstance(config, str) else overrides.get("ENV_NAME")
     app.config.from_object(config_for(env_name))
-    for name in ("SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL"):
+    for name in ("SECRET_KEY", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_QUEUE"):
         if os.environ.get(name):
             app.config[name] = os.environ[name]
     if os.environ.get("DATABASE_URL"):

@@ -43,6 +43,25 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_broker_queue():
+    """On a shared broker (RabbitMQ), the suite's tasks go to a queue of its own, deleted at the end.
+
+    Web processes started by the tests enqueue tasks that no worker of the suite consumes;
+    in the default queue they would wait for the next real worker on that broker.
+    """
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker.startswith("amqp"):
+        yield
+        return
+    queue = os.environ["CELERY_TASK_QUEUE"] = f"qa-test-{os.getpid()}"
+    yield
+    from kombu import Connection
+
+    with Connection(broker) as conn:
+        conn.default_channel.queue_delete(queue)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """DATABASE_URL if set, else a SQLite file (shared by the web processes some tests start)."""
