@@ -202,11 +202,6 @@ class EmbeddedCluster:
         """Return the node listening on ``port``."""
         return next(n for n in self.nodes if n.port == port)
 
-    def restart(self, port: int) -> None:
-        """Start a killed node again on its port, with its data and cluster configuration."""
-        node = self.node_on(port)
-        node.start()
-
     def stop(self) -> None:
         """Stop every node."""
         for node in self.nodes:
