@@ -267,8 +267,8 @@ def test_broker_unreachable_at_commit_the_relay_delivers_later(broker_stack):
     poster.close()
 
 
-def _stalled_reader(stack, username: str, read_ticks: int):
-    """A client that reads ``read_ticks`` ticks, remembers the last id, then stops reading."""
+def _stalled_reader(stack, username: str):
+    """A client whose ``read_some(n)`` reads until it holds ``n`` ticks, remembering the last id."""
     import json
     import socket
 
@@ -278,10 +278,19 @@ def _stalled_reader(stack, username: str, read_ticks: int):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
     state = {"ticks": [], "last_id": None, "buf": b""}
+    sock.settimeout(10)
+    while b"\r\n\r\n" not in state["buf"]:  # subscribed once the headers are out
+        chunk = sock.recv(65536)
+        assert chunk, "the server hung up before the stream opened"
+        state["buf"] += chunk
+    head, state["buf"] = state["buf"].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200"), head
 
-    def read_some() -> None:
+    def read_some(read_ticks: int) -> None:
         while len(state["ticks"]) < read_ticks:
-            state["buf"] += sock.recv(65536)
+            chunk = sock.recv(65536)
+            assert chunk, f"the server hung up after {state['ticks']} while the client was still reading"
+            state["buf"] += chunk
             while b"\n\n" in state["buf"]:
                 block, state["buf"] = state["buf"].split(b"\n\n", 1)
                 fields = dict(
@@ -301,12 +310,14 @@ def test_client_that_stops_reading_is_cut_off_and_replays_later(fault_stack):
     clients = [ReconnectingClient(web.url, f"user{i}", EVENTS).start() for i in range(USERS)]
     for c in clients:
         assert c.opened.wait(10)
-    sock, state, read_some, session = _stalled_reader(stack, f"user{USERS}", read_ticks=5)
-    sock.settimeout(10)
+    sock, state, read_some, session = _stalled_reader(stack, f"user{USERS}")
     cut_before = web.metric("qa_notify_slow_consumers_total")
     for n in range(5):
+        # One at a time, read as it comes: a burst of five could overflow the 4-event buffer
+        # before the stream writes any of them, and cut this client off while it still reads.
         stack.publish(user_ids + [stalled_id], n)
-    read_some()  # from here on it reads nothing
+        read_some(n + 1)
+    # from here on it reads nothing
     started = time.monotonic()
     for n in range(5, EVENTS):
         stack.publish(user_ids, n)
