@@ -22,6 +22,12 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw not in (None, "") else default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    """Read a yes/no setting from the environment (1/true/yes/on), falling back to ``default``."""
+    raw = os.environ.get(name)
+    return raw.strip().lower() in ("1", "true", "yes", "on") if raw not in (None, "") else default
+
+
 def database_url(url: str) -> str:
     """Normalise ``postgres://`` and ``postgresql://`` URLs to the psycopg 3 driver."""
     if url.startswith("postgres://"):
@@ -41,6 +47,12 @@ class Config:
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     # None means "start a private Redis-compatible server" (see qa_notify.embedded_redis).
     REDIS_URL = os.environ.get("REDIS_URL") or None
+    # With replicas (a Redis Cluster, or a server with a replica for failover): after each
+    # batch of pushes, wait until this many replicas hold them (WAIT), at most
+    # REDIS_WAIT_TIMEOUT_MS, so a master killed right after a delivery cannot take the
+    # events out of the users' replay streams. 0 (the default) does not wait.
+    REDIS_WAIT_REPLICAS = _env_int("REDIS_WAIT_REPLICAS", 0)
+    REDIS_WAIT_TIMEOUT_MS = _env_int("REDIS_WAIT_TIMEOUT_MS", 100)
     CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or None
     CELERY_ALWAYS_EAGER = False
     # The broker queue the tasks go through (several deployments can share one RabbitMQ).
@@ -103,6 +115,38 @@ class Config:
     WEB_HEADER_TIMEOUT_SECONDS = _env_float("WEB_HEADER_TIMEOUT_SECONDS", 10.0)
     WEB_MAX_PENDING_CONNECTIONS = _env_int("WEB_MAX_PENDING_CONNECTIONS", 1000)
     BROADCAST_MAX_LENGTH = _env_int("BROADCAST_MAX_LENGTH", 1000)
+
+    # Email (qa_notify.mail). No MAIL_SERVER: every message is written as an .eml file under
+    # instance/mail/ and its path logged (what `make run` does). MAIL_SERVER and MAIL_PORT are
+    # kept as typed and checked when an email is due, so a typo is one clear log line and the
+    # emails wait, never a site or a worker that fails to start.
+    MAIL_SERVER = os.environ.get("MAIL_SERVER") or None
+    MAIL_PORT = os.environ.get("MAIL_PORT") or "587"
+    MAIL_USE_TLS = _env_bool("MAIL_USE_TLS", True)
+    MAIL_USE_SSL = _env_bool("MAIL_USE_SSL", False)
+    MAIL_USERNAME = os.environ.get("MAIL_USERNAME") or None
+    MAIL_PASSWORD = os.environ.get("MAIL_PASSWORD") or None
+    MAIL_DEFAULT_SENDER = os.environ.get("MAIL_DEFAULT_SENDER", "qa_notify <noreply@localhost>")
+    # Seconds for the SMTP connection and each command: a server that stops answering can
+    # hold one worker slot this long, never forever.
+    MAIL_TIMEOUT = _env_float("MAIL_TIMEOUT", 10.0)
+    MAIL_FILE_DIR = os.environ.get("MAIL_FILE_DIR") or str(INSTANCE_DIR / "mail")
+    # "When I'm away": a notification unread and seen by no open stream this long is emailed.
+    EMAIL_AWAY_SECONDS = _env_int("EMAIL_AWAY_SECONDS", 600)
+    # At most one away email per user this often; everything pending goes in the next one.
+    EMAIL_MIN_INTERVAL = _env_int("EMAIL_MIN_INTERVAL", 3600)
+    # The daily digest goes out at this hour (UTC).
+    EMAIL_DIGEST_HOUR = _env_int("EMAIL_DIGEST_HOUR", 7)
+    # How often the beat looks for users to email (and for emails to retry).
+    EMAIL_SCAN_SECONDS = _env_float("EMAIL_SCAN_SECONDS", 60.0)
+    # An email still "sending" after this long (its worker died mid-send) is marked abandoned.
+    EMAIL_SENDING_GRACE_SECONDS = _env_int("EMAIL_SENDING_GRACE_SECONDS", 900)
+    # How long an unsubscribe link works.
+    EMAIL_UNSUBSCRIBE_MAX_AGE = _env_int("EMAIL_UNSUBSCRIBE_MAX_AGE", 30 * 24 * 3600)
+    # How long the link that confirms a new address works.
+    EMAIL_CONFIRM_MAX_AGE = _env_int("EMAIL_CONFIRM_MAX_AGE", 2 * 24 * 3600)
+    # Absolute base of every link in an email (emails are read outside the site).
+    SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/")
 
 
 class DevelopmentConfig(Config):

@@ -88,7 +88,10 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> N
         str(concurrency),
     ]
     if beat:
-        args += ["--beat", "--schedule", str(INSTANCE_DIR / "celerybeat-schedule")]
+        args.append("--beat")
+        given = ("-s", "--schedule", "--schedule-filename")
+        if not any(a in given or a.startswith(tuple(f"{g}=" for g in given[1:])) for a in ctx.args):
+            args += ["--schedule", str(INSTANCE_DIR / "celerybeat-schedule")]  # unless run-cluster gave its own
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in ctx.args):
         # A name of its own: two workers on one host must not share one (RabbitMQ refuses the
         # second one's control queue).
@@ -149,16 +152,26 @@ def run(host: str, port: int, seed: bool) -> None:
 @cli.command("run-cluster")
 @listen_options
 @click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
-def run_cluster(host: str, port: int, seed: bool) -> None:
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=INSTANCE_DIR / "cluster-run",
+    show_default="instance/cluster-run",
+    help="where the Valkey nodes, the broker, nginx and beat keep their files (its valkey/, broker/ and nginx/"
+    " are wiped at start); with --port and DATABASE_URL, a second run beside another",
+)
+def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
     """The scaled-out topology on this machine: a Valkey cluster, a broker, 2 web, 2 workers."""
     import shutil
 
     from qa_notify.embedded_redis import EmbeddedCluster, free_port
     from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx
 
-    here = INSTANCE_DIR / "cluster-run"
-    shutil.rmtree(here, ignore_errors=True)  # ports change every run: a fresh cluster each time
-    here.mkdir(parents=True)
+    here = state_dir.resolve()
+    for old in ("valkey", "broker", "nginx"):  # ports change every run: a fresh cluster each time
+        shutil.rmtree(here / old, ignore_errors=True)
+    here.mkdir(parents=True, exist_ok=True)
     cluster = EmbeddedCluster(here / "valkey").start()
     broker_url, broker, broker_line = start_broker(here)
     behind_nginx = nginx_binary() is not None
@@ -169,8 +182,9 @@ def run_cluster(host: str, port: int, seed: bool) -> None:
     try:
         _prepare_database(seed)
         manage = [sys.executable, str(HERE / "manage.py")]
-        for beat in ("--beat", "--no-beat"):
-            children.append(subprocess.Popen([*manage, "worker", beat, "--loglevel", "warning"], cwd=HERE))
+        schedule = ["--schedule", str(here / "celerybeat-schedule")]  # its own, not `make run`'s
+        for beat in (["--beat", *schedule], ["--no-beat"]):
+            children.append(subprocess.Popen([*manage, "worker", *beat, "--loglevel", "warning"], cwd=HERE))
         web_ports = [free_port(), free_port()]
         for web_port in web_ports:
             children.append(subprocess.Popen([*manage, "web", "--port", str(web_port)], cwd=HERE))

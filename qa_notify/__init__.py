@@ -75,12 +75,13 @@ def _embedded_redis_url(app: Flask) -> str | None:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the database, migrations, login, CSRF, Redis and Celery to ``app``."""
+    """Bind the database, migrations, login, CSRF, Redis, Celery and mail to ``app``."""
     from workers import celery_init_app
 
     from .events.bus import connect_redis
     from .events.outbox import register_outbox_hooks
     from .extensions import csrf, db, login_manager, migrate
+    from .mail import init_mail
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -101,19 +102,21 @@ def register_extensions(app: Flask) -> None:
         app.config["CELERY_BROKER_URL"] = app.config["CELERY_BROKER_URL"] or "memory://"
     celery_init_app(app)
     register_outbox_hooks()
+    init_mail(app)
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the site's parts: auth, Q&A, notifications, admin."""
+    """Mount the site's parts: auth, Q&A, notifications, admin, email (unsubscribe links)."""
     from .urls import IdConverter
 
     app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .auth import bp as auth_bp
+    from .mail import bp as mail_bp
     from .notifications import bp as notifications_bp
     from .qa import bp as qa_bp
 
-    for blueprint in (auth_bp, qa_bp, notifications_bp, admin_bp):
+    for blueprint in (auth_bp, qa_bp, notifications_bp, admin_bp, mail_bp):
         app.register_blueprint(blueprint)
 
 

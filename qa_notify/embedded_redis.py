@@ -155,8 +155,12 @@ class EmbeddedCluster:
 
     def _node(self, port: int) -> EmbeddedRedis:
         # The cluster bus port is given, not derived (port + 10000 overflows for high ports).
+        # A replica may always take over (validity factor 0): with the low node timeouts of
+        # tests, a replica whose master was quiet for a few seconds would otherwise count
+        # its data as too old and refuse, leaving the master's slots unserved.
         args = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-port", str(free_port()), "--cluster-node-timeout", str(self.node_timeout_ms))  # fmt: skip
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", str(self.node_timeout_ms),
+                "--cluster-replica-validity-factor", "0")  # fmt: skip
         return EmbeddedRedis(self.data_dir / str(port), port=port, persist=self.persist, extra_args=args)
 
     @property
@@ -178,10 +182,11 @@ class EmbeddedCluster:
         return self
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Wait until every live node reports ``cluster_state:ok`` and sees every master."""
+        """Wait until every live node reports ``cluster_state:ok`` and every replica is in sync."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._state_ok(n.port) for n in self.nodes if n.process is not None):
+            live = [n.port for n in self.nodes if n.process is not None]
+            if all(self._state_ok(port) and self._replica_linked(port) for port in live):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"the cluster did not become ready within {timeout}s")
@@ -192,6 +197,15 @@ class EmbeddedCluster:
                 return client.cluster("info")["cluster_state"] == "ok"
         except (redis.RedisError, KeyError):
             return False
+
+    def _replica_linked(self, port: int) -> bool:
+        """True for a master, or for a replica whose link to its master is up (first sync done)."""
+        try:
+            with redis.Redis(port=port, socket_connect_timeout=0.5, decode_responses=True) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
 
     def cli(self, *args: str, timeout: float = 60.0) -> str:
         """Run ``valkey-cli`` with ``args`` (e.g. ``--cluster reshard ...``); return its output."""

@@ -23,6 +23,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from .extensions import db
 
 ROLES = ("user", "moderator", "admin")
+# off: never; away: unread notifications the user was not there to see; digest: once a day.
+EMAIL_MODES = ("off", "away", "digest")
 # The largest id any row can have: ids are INTEGER columns, 32-bit on PostgreSQL. Every id
 # the site accepts (URL, JSON body, query string, ingest envelope) is checked against it,
 # so an absurd one is a clear 404/422, never a database overflow.
@@ -59,6 +61,21 @@ class User(UserMixin, db.Model):
     # Bumped on logout, password change and role change: old sessions stop being valid.
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Email: an address is optional; ``email_mode`` is one of EMAIL_MODES.
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    email_mode: Mapped[str] = mapped_column(String(8), default="away", server_default="away")
+    # Set when the owner confirmed the address from its mailbox; only then is it emailed.
+    email_verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When the last notification email went out (EMAIL_MIN_INTERVAL is counted from it).
+    last_emailed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Notifications created up to here were already considered for an away email.
+    email_checked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The newest notification a daily digest covered.
+    digest_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Emails that could not be handed to the mail server in a row, and when to try again
+    # (set while one is owed: the mail server was down, or refused before taking it).
+    email_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    email_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""
@@ -225,6 +242,9 @@ class OutboxEvent(db.Model):
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     failed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    # Notifications of one group (same key, all unread) show as one inbox item ("bob and 4
+    # others answered ..."); None: the event is a group of its own. Set once, at emit time.
+    group_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
 
 
 class Notification(db.Model):
@@ -246,6 +266,10 @@ class Notification(db.Model):
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The email that told the user of it (away email or digest), recorded before sending.
+    email_id: Mapped[int | None] = mapped_column(
+        ForeignKey("email_messages.id", ondelete="SET NULL"), nullable=True, index=True
+    )
 
     event: Mapped[OutboxEvent] = relationship(lazy="joined", innerjoin=True)
 
@@ -268,6 +292,26 @@ class Notification(db.Model):
             "created_at": self.created_at.isoformat() + "Z",
             "read": self.read_at is not None,
         }
+
+
+class EmailMessage(db.Model):
+    """One notification email to one user: recorded (``sending``) before it is handed to SMTP.
+
+    ``sent`` once the server took it. A row left ``sending`` (the worker died mid-send) is
+    never sent again: an email may be lost that way, never doubled; the inbox keeps it all.
+    """
+
+    __tablename__ = "email_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # away | digest
+    # sending | sent | abandoned; indexed so /metrics counts the few not "sent" cheaply.
+    status: Mapped[str] = mapped_column(String(12), default="sending", index=True)
+    notification_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Broadcast(db.Model):

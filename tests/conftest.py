@@ -19,6 +19,7 @@ from qa_notify.extensions import db
 from qa_notify.models import User
 
 from .live import broker_for
+from .smtp import SMTPSink
 
 PASSWORD = "correct-horse-9"
 
@@ -184,3 +185,11 @@ def login_as(app, make_user):
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server in this process (aiosmtpd): read what it received from ``.messages``."""
+    sink = SMTPSink().start()
+    yield sink
+    sink.stop()

@@ -180,10 +180,10 @@ def test_ten_thousand_followers_all_reached(app, r, login_as):
 
 def test_mark_read_updates_count_and_tells_other_tabs(app, r, login_as):
     asker = login_as("asker")
-    qid = asker.post("/api/questions", {"title": "Read me"}).get_json()["id"]
+    qids = [asker.post("/api/questions", {"title": f"Read me {i}"}).get_json()["id"] for i in range(3)]
     answerer = login_as("answerer")
-    for i in range(3):
-        answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"})
+    for qid in qids:
+        answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer to {qid}"})
     inbox = asker.get("/api/notifications").get_json()
     assert inbox["unread_count"] == 3
     newest = inbox["items"][0]["id"]
@@ -197,9 +197,9 @@ def test_mark_read_updates_count_and_tells_other_tabs(app, r, login_as):
 
 def test_inbox_pages_newest_first(app, login_as):
     asker = login_as("asker")
-    qid = asker.post("/api/questions", {"title": "Paging"}).get_json()["id"]
+    qids = [asker.post("/api/questions", {"title": f"Paging {i}"}).get_json()["id"] for i in range(5)]
     answerer = login_as("answerer")
-    for i in range(5):
+    for i, qid in enumerate(qids):
         answerer.post(f"/api/questions/{qid}/answers", {"body": f"answer {i}"})
     first = asker.get("/api/notifications?limit=2").get_json()["items"]
     assert [i["payload"]["excerpt"] for i in first] == ["answer 4", "answer 3"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import Celery, Task
+from celery.schedules import crontab
 from flask import Flask
 
 from qa_notify.events.connections import is_cluster
@@ -53,6 +54,14 @@ def celery_init_app(app: Flask) -> Celery:
             "ingest-external": {
                 "task": "workers.ingest_external",
                 "schedule": app.config["INGEST_POLL_SECONDS"],
+            },
+            "scan-email": {
+                "task": "workers.scan_email",
+                "schedule": app.config["EMAIL_SCAN_SECONDS"],
+            },
+            "send-digests": {
+                "task": "workers.send_digests",
+                "schedule": crontab(hour=app.config["EMAIL_DIGEST_HOUR"], minute=0),
             },
         },
     )

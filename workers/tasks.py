@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that run the fan-out, the outbox relay and external ingestion."""
+"""Celery tasks: thin wrappers that run the fan-out, the outbox relay, external ingestion and email."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from qa_notify.events import fanout, ingest, outbox
 from qa_notify.extensions import db
+from qa_notify.mail import confirm, scan
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -78,3 +79,25 @@ def register(celery: Celery) -> None:
     def ingest_external() -> int:
         """Accept envelopes that other services appended to the ingest stream."""
         return ingest.ingest_pending()
+
+    @celery.task(name="workers.scan_email", shared=False)
+    def scan_email() -> int:
+        """Find users owed an away email (or a digest retry) and hand them out in small chunks."""
+        return scan.scan(lambda kind, ids: email_users.apply_async(args=[kind, ids]))
+
+    @celery.task(name="workers.send_digests", shared=False)
+    def send_digests() -> int:
+        """Start the daily digest: every digest user, in small chunks."""
+        return scan.start_digests(lambda kind, ids: email_users.apply_async(args=[kind, ids]))
+
+    @celery.task(name="workers.confirm_email", shared=False)
+    def confirm_email(user_id: int) -> str:
+        """Email a new address the link that confirms it."""
+        return confirm.send_confirmation(user_id)
+
+    # Acknowledged on receipt (not acks_late): a chunk lost with its worker is found again by
+    # the next scan; what each user was sent is in the database either way, never doubled.
+    @celery.task(name="workers.email_users", shared=False, acks_late=False)
+    def email_users(kind: str, user_ids: list[int]) -> dict:
+        """Email each of these users (``away`` or ``digest``) what they are owed, one at a time."""
+        return scan.email_users(kind, user_ids)

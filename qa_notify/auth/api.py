@@ -23,7 +23,9 @@ def api_register():
     data = json_body()
     try:
         user = register_user(
-            field(data, "username", max_length=40), field(data, "password", max_length=200, strip=False)
+            field(data, "username", max_length=40),
+            field(data, "password", max_length=200, strip=False),
+            email=field(data, "email", required=False, max_length=254),
         )
     except AccountError as exc:
         raise APIError(exc.status, str(exc)) from None

@@ -15,6 +15,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..events import bus
 from ..extensions import db, login_manager
+from ..mail.preferences import normalise_address
 from ..models import ROLES, User
 
 log = logging.getLogger(__name__)
@@ -85,17 +86,25 @@ def validate_credentials(username: str, password: str) -> None:
         raise AccountError(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
 
 
-def register_user(username: str, password: str, role: str = "user") -> User:
-    """Create an account; raise AccountError (409) if the name is taken."""
+def register_user(username: str, password: str, role: str = "user", email: str | None = None) -> User:
+    """Create an account (with an optional email address); raise AccountError (409) if the name is taken."""
     validate_credentials(username, password)
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    try:
+        address = normalise_address(email or "")
+    except ValueError as exc:
+        raise AccountError(str(exc)) from None
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:
         raise AccountError("username is taken", status=409)
-    user = User(username=username, role=role)
+    user = User(username=username, role=role, email=address)
     user.set_password(password)
     db.session.add(user)
     db.session.commit()
+    if address:
+        from ..mail.confirm import request_confirmation
+
+        request_confirmation(user.id)
     return user
 
 

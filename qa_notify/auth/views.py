@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from . import bp
@@ -34,6 +34,7 @@ class RegisterForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(min=3, max=40)])
     password = PasswordField("Password", validators=[DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD)])
     confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
+    email = EmailField("Email (optional)", validators=[Length(max=254)])
 
 
 class LogoutForm(FlaskForm):
@@ -70,7 +71,7 @@ def register():
     form = RegisterForm()
     if form.validate_on_submit():
         try:
-            user = register_user(form.username.data.strip(), form.password.data)
+            user = register_user(form.username.data.strip(), form.password.data, email=form.email.data)
         except AccountError as exc:
             flash(str(exc), "error")
         else:

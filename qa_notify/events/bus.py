@@ -164,10 +164,13 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
                 keys += [channels.user_stream(user_id), channels.delivered_marker(user_id, notification_id)]
                 args += [channels.user_channel(user_id), int(notification_id)]
             calls.append((keys, args))
-    return sum(int(n) for n in eval_many(r, _DELIVER_LUA, calls))
+    pushed = eval_many(r, _DELIVER_LUA, calls, cfg["REDIS_WAIT_REPLICAS"], cfg["REDIS_WAIT_TIMEOUT_MS"])
+    return sum(int(n) for n in pushed)
 
 
-def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> list:
+def eval_many(
+    r: redis.Redis, script: str, calls: list[tuple[list, list]], wait_replicas: int = 0, wait_ms: int = 100
+) -> list:
     """Run ``script`` once per (keys, args) call, pipelined; return the results in order.
 
     One round trip on a single server; on a cluster, the calls are grouped by the master
@@ -175,7 +178,8 @@ def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> li
     A call a server refused without running it (it lacks the script: new, restarted, a
     promoted replica; or the slot just moved) is sent again on its own through the
     client, which loads the script and follows the cluster's redirections. Refused calls
-    did not run, so nothing runs twice.
+    did not run, so nothing runs twice. With ``wait_replicas``, each server's pipeline ends
+    with ``WAIT``: the writes are on that many replicas before this returns (else logged).
     """
     sha = r.register_script(script).sha
     results: list = [None] * len(calls)
@@ -184,14 +188,32 @@ def eval_many(r: redis.Redis, script: str, calls: list[tuple[list, list]]) -> li
             for i in indexes:
                 keys, args = calls[i]
                 pipe.evalsha(sha, len(keys), *keys, *args)
-            for i, result in zip(indexes, pipe.execute(raise_on_error=False), strict=True):
+            if wait_replicas:
+                pipe.execute_command("WAIT", wait_replicas, wait_ms)
+            answers = pipe.execute(raise_on_error=False)
+            for i, result in zip(indexes, answers, strict=False):
                 results[i] = result
+            if wait_replicas:
+                _check_replicas(answers[-1], wait_replicas)
     for i, result in enumerate(results):
         if isinstance(result, _REFUSED_UNRUN):
             results[i] = _eval_one(r, script, sha, *calls[i])
+            if wait_replicas:
+                server = _server_of(r, calls[i][0]) if is_cluster_client(r) else r
+                _check_replicas(server.execute_command("WAIT", wait_replicas, wait_ms), wait_replicas)
         elif isinstance(result, Exception):
             raise result
     return results
+
+
+def _check_replicas(acked, wanted: int) -> None:
+    """Log when fewer replicas than asked hold the writes (they stay written; a failover now could lose them)."""
+    if isinstance(acked, Exception) or int(acked) < wanted:
+        log.warning("only %s of %s replicas acknowledged delivered events in time", acked, wanted)
+
+
+def _server_of(r: redis.Redis, keys: list) -> redis.Redis:
+    return r.nodes_manager.get_node_from_slot(r.keyslot(keys[0])).redis_connection
 
 
 # Errors with which a server refuses a script call without running any of it.

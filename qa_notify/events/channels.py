@@ -3,9 +3,10 @@
 These names are a public interface: non-Python producers write to ``INGEST_STREAM`` and
 operators read them with ``redis-cli``. Change them only with a migration note.
 
-Everything that belongs to one user (their stream, live channel, stream leases and the
-push markers of their notifications) carries the hash tag of the user's *partition*, so
-on a Redis Cluster it all lives in one slot: every per-user Lua call stays on one node.
+Everything that belongs to one user (their stream, live channel, stream leases, when they
+last had a stream open, and the push markers of their notifications) carries the hash tag
+of the user's *partition*, so on a Redis Cluster it all lives in one slot: every per-user
+Lua call stays on one node.
 Users are spread over ``PARTITIONS`` partitions whose tags were chosen to land on evenly
 spaced slots (plain ``{0}``..``{127}`` hash unevenly; Centrifugo ships a table for the
 same reason), so a cluster's masters share the users evenly and a fan-out batch needs
@@ -76,6 +77,11 @@ def user_stream(user_id: int) -> str:
 def user_connections(user_id: int) -> str:
     """Return the sorted set of leases on ``user_id``'s open streams (see notifications.quota)."""
     return f"{_user_prefix(user_id)}:conns"
+
+
+def user_last_seen(user_id: int) -> str:
+    """Return the key holding when ``user_id`` last had a stream open (Redis time, seconds; presence)."""
+    return f"{_user_prefix(user_id)}:seen"
 
 
 def delivered_marker(user_id: int, notification_id: int) -> str:

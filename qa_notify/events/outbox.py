@@ -42,6 +42,7 @@ def emit(event: Event, audience: dict, actor_id: int | None = None, source_key: 
         audience=audience,
         actor_id=actor_id,
         source_key=source_key,
+        group_key=event.group_key(),
     )
     db.session.add(row)
     db.session.flush()

@@ -63,6 +63,10 @@ def recipient_batches(
     base = select(candidates.c.user_id).distinct().where(candidates.c.user_id.not_in(muted))
     if exclude_user_id is not None:
         base = base.where(candidates.c.user_id != exclude_user_id)
+    # Users told of the same post another way (mentioned in it), so they hear of it once.
+    told = [int(i) for i in audience.get("except") or []]
+    if told:
+        base = base.where(candidates.c.user_id.not_in(told))
     after = 0
     while True:
         batch = list(

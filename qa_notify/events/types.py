@@ -13,6 +13,7 @@ from typing import ClassVar
 EVENT_VERSION = 1
 # Names external producers may use for their own types: short, lowercase, no CR/LF.
 EVENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+MAX_GROUP_LENGTH = 80
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,18 @@ class Event:
     # False for live-only events that are never kept in the inbox.
     inbox: ClassVar[bool] = True
 
+    def group_key(self) -> str | None:
+        """Return the inbox group this event joins while unread, or None for a group of its own.
+
+        Unread events with one key show as one inbox item ("bob and 4 others answered ...")
+        and one coalesced toast; the key is computed once, when the event is emitted.
+        """
+        return None
+
     def payload(self) -> dict:
-        """Return the JSON payload sent to the page and stored in the inbox."""
-        return {"v": EVENT_VERSION, **asdict(self)}
+        """Return the JSON payload sent to the page and stored in the inbox (with its ``group``)."""
+        group = self.group_key()
+        return {"v": EVENT_VERSION, **asdict(self), **({"group": group} if group else {})}
 
 
 @dataclass(frozen=True)
@@ -41,16 +51,33 @@ class NewQuestion(Event):
 
 
 @dataclass(frozen=True)
-class NewAnswers(Event):
-    """A question you follow got an answer. Plural on purpose: the page listens for ``new_answers``."""
+class PostEvent(Event):
+    """Something posted in a question's thread: the unread ones of a type and question are one inbox item."""
 
-    type: ClassVar[str] = "new_answers"
     question_id: int
     question_title: str
-    answer_id: int
+    answer_id: int | None
     author: str
     excerpt: str
     url: str
+
+    def group_key(self) -> str:
+        """Return ``<type>:question:<id>``: one group per question and type."""
+        return f"{self.type}:question:{self.question_id}"
+
+
+@dataclass(frozen=True)
+class NewAnswers(PostEvent):
+    """A question you follow got an answer. Plural on purpose: the page listens for ``new_answers``."""
+
+    type: ClassVar[str] = "new_answers"
+
+
+@dataclass(frozen=True)
+class Mention(PostEvent):
+    """Someone wrote ``@you`` in a question or an answer (``answer_id`` None for a question)."""
+
+    type: ClassVar[str] = "mention"
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,13 @@ class CustomEvent(Event):
     data: dict = field(default_factory=dict)
     source: str | None = None
 
+    def group_key(self) -> str | None:
+        """A producer groups its events by giving them the same ``group`` string (1-80 characters)."""
+        group = self.data.get("group")
+        if isinstance(group, str) and 0 < len(group) <= MAX_GROUP_LENGTH:
+            return f"{self.name}:{group}"
+        return None
+
     def payload(self) -> dict:
         """Return the producer's payload with the server's fields (version, source) set last."""
         fields = {"v": EVENT_VERSION} if self.source is None else {"v": EVENT_VERSION, "source": self.source}
@@ -93,7 +127,7 @@ class ReadEvent(Event):
     unread_count: int
 
 
-BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, BroadcastEvent.type)
+BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, Mention.type, BroadcastEvent.type)
 MUTEABLE_TYPES = BUILTIN_TYPES
 # Events the stream sends itself, never stored: the page must know them all.
 RESYNC = "resync"

@@ -11,6 +11,7 @@ from ..events import bus, channels
 from ..events.connections import is_cluster, is_cluster_client
 from ..events.outbox import outbox_counts
 from ..extensions import db
+from ..mail.sending import email_counts
 from . import bp
 
 
@@ -96,6 +97,18 @@ def _delivery_lines() -> list[str]:
             "# HELP qa_notify_outbox_failed Events whose delivery failed too often; retried only by an admin.",
             "# TYPE qa_notify_outbox_failed gauge",
             f"qa_notify_outbox_failed {counts['failed']}",
+        ]
+    except SQLAlchemyError:
+        db.session.rollback()
+    try:
+        emails = email_counts()
+        lines += [
+            "# HELP qa_notify_emails_sending Emails handed to SMTP and not yet confirmed (or whose worker died).",
+            "# TYPE qa_notify_emails_sending gauge",
+            f"qa_notify_emails_sending {emails['sending']}",
+            "# HELP qa_notify_emails_abandoned Emails whose worker died mid-send: maybe lost, never resent.",
+            "# TYPE qa_notify_emails_abandoned gauge",
+            f"qa_notify_emails_abandoned {emails['abandoned']}",
         ]
     except SQLAlchemyError:
         db.session.rollback()

@@ -18,7 +18,7 @@ from flask import Response, current_app, request, session
 from flask_login import current_user
 
 from ..events import bus, sse
-from ..events.types import RESYNC, SERVER_CLOSED
+from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required
 from ..webserver import SOCKET_KEY
@@ -82,7 +82,8 @@ def notifications_stream():
     cfg = current_app.config
     retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
     sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
-    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock)
+    frame = _catch_all_frame if request.args.get("catch_all") in ("1", "true") else _frame
+    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame)
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
@@ -93,6 +94,19 @@ def notifications_stream():
 
 def _frame(event: bus.StreamEvent) -> bytes:
     return sse.format_event(event.data, event=event.type, id=event.id)
+
+
+# The types a page names in addEventListener; with ``?catch_all=1`` every other type (another
+# service's) comes as an unnamed message, {"type": ..., "data": {...}}, so one ``message``
+# listener sees types the page has never heard of. Ids, order and replay are the same.
+NAMED_TYPES = frozenset(BUILTIN_TYPES + STREAM_TYPES)
+
+
+def _catch_all_frame(event: bus.StreamEvent) -> bytes:
+    if event.type in NAMED_TYPES:
+        return _frame(event)
+    envelope = '{"type":' + json.dumps(event.type) + ',"data":' + event.data + "}"
+    return sse.format_event(envelope, id=event.id)
 
 
 def _resync_frame(last_id: str | None) -> bytes:
@@ -107,6 +121,7 @@ def _event_stream(
     retry_ms: int,
     heartbeat: float,
     sock=None,
+    frame=_frame,
 ):
     """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats."""
     import gevent
@@ -118,7 +133,7 @@ def _event_stream(
         if backlog.gap:
             yield _resync_frame(backlog.last_id)
         for event in backlog.events:
-            yield _frame(event)
+            yield frame(event)
         last = bus.parse_event_id(backlog.last_id) if backlog.last_id else (0, 0)
         last_id = backlog.last_id
         while True:
@@ -144,7 +159,7 @@ def _event_stream(
                     key = event.sort_key
                     if key <= last:
                         continue  # already sent from the backlog
-                    yield _frame(event)
+                    yield frame(event)
                     last, last_id = key, event.id
     except redis.RedisError:
         log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id)

@@ -8,14 +8,16 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import SQLAlchemyError
-from wtforms import BooleanField, HiddenField, SelectMultipleField
+from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectMultipleField
+from wtforms.validators import Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..events.types import MUTEABLE_TYPES, BroadcastEvent, NewAnswers, NewQuestion
+from ..events.types import MUTEABLE_TYPES, BroadcastEvent, Mention, NewAnswers, NewQuestion
 from ..extensions import db
-from ..models import valid_id
-from . import bp
-from .inbox import list_notifications, mark_read, muted_types, set_muted_types, unread_count
+from ..mail.preferences import MAX_ADDRESS, MODE_LABELS, set_email_preferences
+from ..models import EMAIL_MODES, valid_id
+from . import bp, wording
+from .inbox import list_groups, mark_read, muted_types, set_muted_types, unread_count
 
 log = logging.getLogger(__name__)
 PAGE_SIZE = 20
@@ -23,6 +25,7 @@ MAX_IDS = 1000
 TYPE_LABELS = {
     NewQuestion.type: "New questions in topics I follow and from people I follow",
     NewAnswers.type: "New answers to questions I follow (including my own questions)",
+    Mention.type: "Someone mentions me (@my-name) in a question or an answer",
     BroadcastEvent.type: "Announcements from admins",
 }
 
@@ -46,6 +49,13 @@ class PreferencesForm(FlaskForm):
     )
 
 
+class EmailPreferencesForm(FlaskForm):
+    """Where and when to email the user about notifications."""
+
+    email = EmailField("Email address", validators=[Length(max=MAX_ADDRESS)])
+    email_mode = RadioField("Email me", choices=[(m, MODE_LABELS[m]) for m in EMAIL_MODES], default="away")
+
+
 @bp.app_context_processor
 def inject_unread_count() -> dict:
     """Give every template the logged-in user's unread count for the nav badge."""
@@ -60,12 +70,8 @@ def inject_unread_count() -> dict:
         return {}
 
 
-@bp.app_template_filter("site_path")
-def site_path(url: object) -> str | None:
-    """Return ``url`` if it is a path on this site, else None (payloads may come from other services)."""
-    if isinstance(url, str) and url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    return None
+bp.add_app_template_filter(wording.site_path, "site_path")
+bp.add_app_template_global(wording.describe, "describe")
 
 
 def id_arg(raw: str | None) -> int | None:
@@ -84,7 +90,7 @@ def inbox_page():
     before = id_arg(raw_before)
     if raw_before is not None and before is None:
         flash("That page does not exist; here are your newest notifications.", "error")
-    items = list_notifications(current_user.id, before, PAGE_SIZE + 1)
+    items = list_groups(current_user.id, before, PAGE_SIZE + 1)
     older = items[PAGE_SIZE - 1].id if len(items) > PAGE_SIZE else None
     return render_template(
         "notifications/inbox.html",
@@ -134,4 +140,48 @@ def preferences_page():
             return redirect(url_for("notifications.preferences_page"))
     elif request.method == "GET":
         form.muted.data = muted_types(current_user.id)
-    return render_template("notifications/preferences.html", form=form, labels=TYPE_LABELS)
+    return render_template(
+        "notifications/preferences.html", form=form, labels=TYPE_LABELS, email_form=_email_form_for(current_user)
+    )
+
+
+def _email_form_for(user) -> EmailPreferencesForm:
+    """Return the email form filled with ``user``'s current settings."""
+    form = EmailPreferencesForm(formdata=None)
+    form.email.data = user.email or ""
+    form.email_mode.data = user.email_mode
+    return form
+
+
+@bp.post("/preferences/email")
+@login_required
+def email_preferences_page():
+    """Save the email address and when to email."""
+    email_form = EmailPreferencesForm()
+    if email_form.validate_on_submit():
+        try:
+            user = set_email_preferences(
+                current_user.id, {"email": email_form.email.data or "", "email_mode": email_form.email_mode.data}
+            )
+        except ValueError as exc:
+            email_form.email.errors.append(str(exc))
+        else:
+            flash(_email_saved_message(user.email, user.email_mode, user.email_verified_at is not None), "success")
+            return redirect(url_for("notifications.preferences_page"))
+    elif not email_form.errors.keys() - {"csrf_token"}:
+        flash("Your form expired; reload the page and try again.", "error")
+    form = PreferencesForm(formdata=None)
+    form.muted.data = muted_types(current_user.id)
+    return render_template("notifications/preferences.html", form=form, labels=TYPE_LABELS, email_form=email_form), 422
+
+
+def _email_saved_message(address: str | None, mode: str, confirmed: bool) -> str:
+    if mode == "off":
+        return "Notification email is off."
+    if not address:
+        return "Add an email address to get notification emails."
+    if not confirmed:
+        return f"We sent a link to {address}: open it to confirm the address, then emails start."
+    if mode == "digest":
+        return f"A daily digest will go to {address}."
+    return f"What you miss while you're away will go to {address}."

@@ -8,9 +8,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..events.outbox import emit
-from ..events.types import NewAnswers, NewQuestion, excerpt
+from ..events.types import Mention, NewAnswers, NewQuestion, excerpt
 from ..extensions import db
 from ..models import Answer, Question, QuestionFollow, Topic, TopicFollow, User, UserFollow
+from .mentions import mentioned_users, unmuted
 
 TOPIC_PATTERN = re.compile(r"^[\w][\w .+#-]{0,49}\Z")
 MAX_TITLE = 200
@@ -69,9 +70,32 @@ def ask_question(author: User, title: str, body: str, topic_names: list[str]) ->
         author=author.username,
         url=question_path(question.id),
     )
-    emit(event, {"kind": "new_question", "question_id": question.id}, actor_id=author.id)
+    told = _notify_mentions(author, question, None, f"{title}\n{body}", body or title)
+    emit(event, {"kind": "new_question", "question_id": question.id, "except": told}, actor_id=author.id)
     db.session.commit()
     return question
+
+
+def _notify_mentions(author: User, question: Question, answer: Answer | None, text: str, shown: str) -> list[int]:
+    """Emit one ``mention`` event for the members ``text`` names; return who will get it.
+
+    Those users are left out of the post's other event (they follow the question, say), so
+    each hears of the post once, as a mention. A user who muted mentions is not counted:
+    they still get the other event if they follow.
+    """
+    users = mentioned_users(text, author.id)
+    told = unmuted([u.id for u in users], Mention.type)
+    if told:
+        event = Mention(
+            question_id=question.id,
+            question_title=question.title,
+            answer_id=answer.id if answer is not None else None,
+            author=author.username,
+            excerpt=excerpt(shown),
+            url=question_path(question.id, answer.id if answer is not None else None),
+        )
+        emit(event, {"kind": "users", "user_ids": told}, actor_id=author.id)
+    return told
 
 
 def post_answer(author: User, question: Question, body: str) -> Answer:
@@ -93,7 +117,8 @@ def post_answer(author: User, question: Question, body: str) -> Answer:
         excerpt=excerpt(body),
         url=question_path(question.id, answer.id),
     )
-    emit(event, {"kind": "new_answer", "question_id": question.id}, actor_id=author.id)
+    told = _notify_mentions(author, question, answer, body, body)
+    emit(event, {"kind": "new_answer", "question_id": question.id, "except": told}, actor_id=author.id)
     db.session.commit()
     return answer
 

@@ -15,6 +15,7 @@ from ..extensions import db
 from ..jsonapi import page_role_required
 from ..models import Answer, Question, Topic, TopicFollow, User, question_topics
 from . import bp
+from .mentions import link_mentions, members_named
 from .service import (
     MAX_BODY,
     MAX_TITLE,
@@ -28,6 +29,8 @@ from .service import (
 )
 
 FEED_SIZE = 30
+
+bp.add_app_template_filter(link_mentions, "link_mentions")
 
 
 class AskForm(FlaskForm):
@@ -111,6 +114,7 @@ def render_question(question: Question, form: AnswerForm):
     return render_template(
         "qa/question.html",
         question=question,
+        members=members_named([question.body] + [a.body for a in question.answers]),
         form=form,
         follow_form=FollowForm(),
         following=is_following(current_user, "question", question.id),

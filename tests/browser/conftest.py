@@ -4,10 +4,12 @@ server, and headless Chromium driven by Playwright."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -155,3 +157,63 @@ def member(stack):
         return Member(stack, f"{name}{next(_names)}", role)
 
     return make
+
+
+# ---- what the tests do in a page -------------------------------------------------------
+
+
+def open_tab(context, path: str = "/"):
+    """Open ``path`` in a new tab of ``context`` and wait until its live status says "live"."""
+    page = context.new_page()
+    page.goto(path)
+    page.wait_for_selector('#live-status[data-state="live"]', timeout=10_000)
+    return page
+
+
+def wait_for_streams(stack, n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while stack.metric("qa_notify_open_streams") != n:
+        assert time.monotonic() < deadline, f"expected {n} open streams, have {stack.metric('qa_notify_open_streams')}"
+        time.sleep(0.1)
+
+
+def wait_until(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def wait_for_badge(page, count: int, timeout: int = 3_000) -> None:
+    """Wait until the unread badge says ``count`` (a zero badge is hidden, so not "visible")."""
+    page.wait_for_selector(f'#unread-badge[data-count="{count}"]', state="attached", timeout=timeout)
+
+
+def ask(member, title: str, body: str = "details") -> int:
+    resp = member.api.post("/api/questions", json={"title": title, "body": body})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def answer(member, question_id: int, body: str) -> None:
+    resp = member.api.post(f"/api/questions/{question_id}/answers", json={"body": body})
+    assert resp.status_code == 201, resp.text
+
+
+def produce(stack, envelope: dict) -> None:
+    """Append ``envelope`` to ``qa:ingest`` as another service would, and have the worker read it now.
+
+    (In a deployment the worker with ``--beat`` reads the stream every second.)
+    """
+    from celery import Celery
+
+    from qa_notify.events.channels import INGEST_STREAM
+    from qa_notify.events.connections import make_client
+
+    make_client(stack.env["REDIS_URL"]).xadd(INGEST_STREAM, {"envelope": json.dumps(envelope)})
+    celery = Celery(broker=stack.env["CELERY_BROKER_URL"])
+    try:
+        celery.send_task("workers.ingest_external", queue=stack.env.get("CELERY_TASK_QUEUE", "celery"))
+    finally:
+        celery.close()

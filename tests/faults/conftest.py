@@ -81,6 +81,8 @@ class FaultStack:
             "OUTBOX_RELAY_AGE_SECONDS": "1",
             "FANOUT_STALL_SECONDS": "5",
             "CELERY_VISIBILITY_TIMEOUT": "5",
+            # As docs/deployment.md advises for a cluster with replicas.
+            **({"REDIS_WAIT_REPLICAS": "1"} if cluster else {}),
         }
         subprocess.run(
             [sys.executable, str(REPO / "manage.py"), "init-db"],
