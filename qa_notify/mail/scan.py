@@ -131,11 +131,11 @@ def email_away(user_id: int) -> str:
     ``failed`` (the server did not take it: retried later) or ``unknown`` (see sending).
     """
     config = current_app.config
-    user = db.session.get(User, user_id)
-    if user is None or user.email_mode != "away" or not user.email or user.email_verified_at is None:
+    user = _emailable(user_id, "away")
+    if user is None:
         return "off"
     now = utcnow()
-    if user.email_retry_at and user.email_retry_at > now:
+    if _backing_off(user, now):
         return "waiting"
     if user.last_emailed_at and user.last_emailed_at > now - timedelta(seconds=config["EMAIL_MIN_INTERVAL"]):
         return "waiting"
@@ -159,11 +159,11 @@ def email_away(user_id: int) -> str:
 
 def email_digest(user_id: int) -> str:
     """Send ``user_id`` their daily digest of unread notifications since the last one; return what happened."""
-    user = db.session.get(User, user_id)
-    if user is None or user.email_mode != "digest" or not user.email or user.email_verified_at is None:
+    user = _emailable(user_id, "digest")
+    if user is None:
         return "off"
     now = utcnow()
-    if user.email_retry_at and user.email_retry_at > now:
+    if _backing_off(user, now):
         return "waiting"
     upper = now - DIGEST_SETTLE
     window = [
@@ -178,6 +178,19 @@ def email_digest(user_id: int) -> str:
         db.session.execute(update(User).where(User.id == user_id).values(email_retry_at=None, email_failures=0))
         db.session.commit()
     return outcome
+
+
+def _emailable(user_id: int, mode: str) -> User | None:
+    """The user, if they chose ``mode`` and have a confirmed address; else None."""
+    user = db.session.get(User, user_id)
+    if user is None or user.email_mode != mode or not user.email or user.email_verified_at is None:
+        return None
+    return user
+
+
+def _backing_off(user: User, now: datetime) -> bool:
+    """True while a failed email's retry is not due yet."""
+    return bool(user.email_retry_at and user.email_retry_at > now)
 
 
 def _reserve_and_send(user: User, kind: str, window: list, **marks: datetime) -> str:
