@@ -6,7 +6,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import SelectField, TextAreaField
+from wtforms import SelectChoice, SelectField, TextAreaField
 from wtforms.validators import AnyOf, DataRequired
 
 from ..extensions import db
@@ -15,12 +15,7 @@ from ..models import ROLES, User
 from . import bp
 from .service import BroadcastError, RoleError, broadcast_history, change_role, send_broadcast
 
-AUDIENCES = [
-    ("", "Everyone"),
-    ("user", "Members"),
-    ("moderator", "Moderators"),
-    ("admin", "Admins"),
-]
+AUDIENCES = {"": "Everyone", "user": "Members", "moderator": "Moderators", "admin": "Admins"}
 USERS_SHOWN = 100
 
 
@@ -28,13 +23,13 @@ class BroadcastForm(FlaskForm):
     """An announcement and who should hear it."""
 
     message = TextAreaField("Message", validators=[DataRequired()])
-    role = SelectField("Send to", choices=AUDIENCES)
+    role = SelectField("Send to", choices=[SelectChoice(value, label) for value, label in AUDIENCES.items()])
 
 
 class RoleForm(FlaskForm):
     """A user's new role."""
 
-    role = SelectField("Role", choices=[(r, r.capitalize()) for r in ROLES], validators=[AnyOf(ROLES)])
+    role = SelectField("Role", choices=[SelectChoice(r, r.capitalize()) for r in ROLES], validators=[AnyOf(ROLES)])
 
 
 @bp.get("/admin")
@@ -76,7 +71,7 @@ def broadcast_page():
     except BroadcastError as exc:
         flash(f"Not sent: {exc}.", "error")
     else:
-        audience = dict(AUDIENCES)[form.role.data].lower()
+        audience = AUDIENCES[form.role.data].lower()
         flash(f"Broadcast sent to {audience}; delivery is under way.", "success")
     return redirect(url_for("admin.admin_page"))
 

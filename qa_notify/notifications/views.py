@@ -8,7 +8,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import SQLAlchemyError
-from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectMultipleField
+from wtforms import BooleanField, EmailField, HiddenField, RadioField, SelectChoice, SelectMultipleField
 from wtforms.validators import Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -43,7 +43,7 @@ class PreferencesForm(FlaskForm):
 
     muted = SelectMultipleField(
         "Mute",
-        choices=[(t, TYPE_LABELS.get(t, t)) for t in MUTEABLE_TYPES],
+        choices=[SelectChoice(t, TYPE_LABELS.get(t, t)) for t in MUTEABLE_TYPES],
         widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(),
     )
@@ -53,7 +53,7 @@ class EmailPreferencesForm(FlaskForm):
     """Where and when to email the user about notifications."""
 
     email = EmailField("Email address", validators=[Length(max=MAX_ADDRESS)])
-    email_mode = RadioField("Email me", choices=[(m, MODE_LABELS[m]) for m in EMAIL_MODES], default="away")
+    email_mode = RadioField("Email me", choices=[SelectChoice(m, MODE_LABELS[m]) for m in EMAIL_MODES], default="away")
 
 
 @bp.app_context_processor

@@ -7,7 +7,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import joinedload, selectinload
-from wtforms import HiddenField, SelectMultipleField, StringField, TextAreaField
+from wtforms import HiddenField, SelectChoice, SelectMultipleField, StringField, TextAreaField
 from wtforms.validators import AnyOf, DataRequired, Length, ValidationError
 from wtforms.widgets import CheckboxInput, ListWidget
 
@@ -143,7 +143,7 @@ def answer(question_id: int):
 def ask():
     """Show and handle the new-question form."""
     form = AskForm()
-    form.topics.choices = [(name, name) for name in db.session.scalars(select(Topic.name).order_by(Topic.name))]
+    form.topics.choices = [SelectChoice(name) for name in db.session.scalars(select(Topic.name).order_by(Topic.name))]
     if form.validate_on_submit():
         try:
             question = ask_question(
