@@ -137,6 +137,9 @@ def _event_stream(
         last = bus.parse_event_id(backlog.last_id) if backlog.last_id else (0, 0)
         last_id = backlog.last_id
         while True:
+            # This frame lives as long as the stream: let it hold nothing already sent (a
+            # replayed backlog, the last batch of events) while it idles.
+            backlog = caught_up = items = batch = item = event = None
             items = sub.wait(heartbeat)
             if sub.closed:
                 if sub.close_reason not in SILENT_CLOSES:
@@ -190,20 +193,23 @@ def watch_for_hangup(sock, sub: Subscription):
     except (OSError, ValueError, AttributeError):
         return None
     raw = getattr(sock, "_sock", sock)  # the real, non-blocking socket: no greenlet switch in the hub
-
-    def on_readable() -> None:
-        try:
-            gone = not raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return  # spurious wake-up
-        except OSError:
-            gone = True
-        watcher.stop()  # data or hang-up: either way there is nothing more to watch for
-        if gone:
-            sub.close("client_gone")
-
-    watcher.start(on_readable)
+    # A module function and the watcher's own arguments rather than a closure: ~0.2 KB less
+    # per stream (a function object and three cells).
+    watcher.start(_on_readable, watcher, raw, sub)
     return watcher
+
+
+def _on_readable(watcher, raw, sub: Subscription) -> None:
+    """The socket of ``sub``'s stream turned readable: close ``sub`` if the client hung up."""
+    try:
+        gone = not raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return  # spurious wake-up
+    except OSError:
+        gone = True
+    watcher.stop()  # data or hang-up: either way there is nothing more to watch for
+    if gone:
+        sub.close("client_gone")
 
 
 def close_all_streams(app) -> None:
