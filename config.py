@@ -114,6 +114,9 @@ class Config:
     # may be waiting for theirs at once; more are closed at once (slowloris).
     WEB_HEADER_TIMEOUT_SECONDS = _env_float("WEB_HEADER_TIMEOUT_SECONDS", 10.0)
     WEB_MAX_PENDING_CONNECTIONS = _env_int("WEB_MAX_PENDING_CONNECTIONS", 1000)
+    # manage.py web on SIGTERM: streams end at once (with a reconnect hint), /readyz and new
+    # streams answer 503, and the port stays open this long before the server stops.
+    WEB_DRAIN_SECONDS = _env_float("WEB_DRAIN_SECONDS", 3.0)
     BROADCAST_MAX_LENGTH = _env_int("BROADCAST_MAX_LENGTH", 1000)
 
     # Email (qa_notify.mail). No MAIL_SERVER: every message is written as an .eml file under

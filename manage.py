@@ -2,7 +2,7 @@
 
 ``run``     embedded Redis (unless REDIS_URL), migrations, demo data, a Celery worker and
             the gevent web server; Ctrl-C or SIGTERM stops them all.
-``web``     the gevent web server alone (what ``run`` starts; production uses gunicorn).
+``web``     the gevent web server: what ``run`` starts, and what production runs (one per port).
 ``worker``  a Celery worker (add ``--beat`` on exactly one of them).
 ``run-cluster``  the scaled-out topology on one machine: Valkey cluster, broker, nginx, 2+2.
 Plus the app's commands: init-db, create-user, seed-demo, notify, broadcast.
@@ -56,14 +56,16 @@ def web(host: str, port: int) -> None:
     app = create_app()
     server = make_server(app, host, port)
 
-    def stop(*_):
+    def stop(drain_seconds: float) -> None:
+        # Streams end now with a reconnect hint and /readyz turns 503; the port stays open
+        # for the drain so a load balancer sees the 503 and in-flight requests finish.
         close_all_streams(app)
-        server.stop(timeout=5)
+        gevent.spawn_later(drain_seconds, server.stop, timeout=5)
 
     import gevent
 
-    gevent.signal_handler(signal.SIGTERM, stop)
-    gevent.signal_handler(signal.SIGINT, stop)
+    gevent.signal_handler(signal.SIGTERM, stop, app.config["WEB_DRAIN_SECONDS"])
+    gevent.signal_handler(signal.SIGINT, stop, 0)
     click.echo(f"qa_notify web listening on http://{host}:{port}", err=True)
     server.serve_forever()
 
@@ -166,7 +168,7 @@ def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
     import shutil
 
     from qa_notify.embedded_redis import EmbeddedCluster, free_port
-    from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx
+    from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx, start_web
 
     here = state_dir.resolve()
     for old in ("valkey", "broker", "nginx"):  # ports change every run: a fresh cluster each time
@@ -187,7 +189,7 @@ def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
             children.append(subprocess.Popen([*manage, "worker", *beat, "--loglevel", "warning"], cwd=HERE))
         web_ports = [free_port(), free_port()]
         for web_port in web_ports:
-            children.append(subprocess.Popen([*manage, "web", "--port", str(web_port)], cwd=HERE))
+            children.append(start_web(web_port))  # deploy/systemd's command, as production runs it
         if behind_nginx:
             children.append(start_nginx(port, web_ports, here / "nginx"))
             click.echo(f"qa_notify: nginx on http://{host}:{port} in front of web processes {web_ports}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import redis
 
 from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
 from qa_notify.events.connections import is_cluster_client, make_client
-from qa_notify.local_cluster import start_broker, start_nginx
+from qa_notify.local_cluster import WEB_UNIT, start_broker, start_nginx, unit_command
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-not-for-production"
@@ -74,8 +75,11 @@ class Stack:
         return f"http://127.0.0.1:{port}"
 
     def start_web(self) -> tuple[str, subprocess.Popen]:
-        """Start ``manage.py web`` with the open-file limit raised; return its URL and process."""
-        return self._serve("web", "{python} " + str(REPO / "manage.py") + " web --port {port}")
+        """Start a web process with the command production runs (``deploy/systemd``'s web unit),
+        the open-file limit raised; return its URL and process."""
+        argv, unit_env = unit_command(WEB_UNIT, "{port}")
+        self.env.update(unit_env)
+        return self._serve("web", shlex.join(argv).replace("'{port}'", "{port}"))
 
     def start_flask_sse(self) -> tuple[str, subprocess.Popen]:
         """Start the flask-sse comparison app under ``gunicorn -k gevent``; return its URL and master."""

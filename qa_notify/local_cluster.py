@@ -10,14 +10,45 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from .embedded_redis import EmbeddedRedis
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+ROOT = Path(__file__).resolve().parent.parent
+UNIT_DIR = ROOT / "deploy" / "systemd"
+WEB_UNIT = "qa-notify-web@.service"
+
+
+def unit_command(unit: str, instance: str) -> tuple[list[str], dict[str, str]]:
+    """Return the ``ExecStart`` command and ``Environment=`` settings of ``deploy/systemd/<unit>``
+    for ``instance`` (``%i``), as this checkout runs them.
+
+    The unit names its program in the deployment's venv (``/srv/qa_notify/.venv/bin/python``);
+    here it is the program of that name beside this interpreter, run from the repository.
+    So run-cluster, the tests and the benchmarks start exactly what production runs.
+    """
+    lines = (UNIT_DIR / unit).read_text().splitlines()
+    [exec_start] = [line.removeprefix("ExecStart=") for line in lines if line.startswith("ExecStart=")]
+    argv = [arg.replace("%i", instance) for arg in shlex.split(exec_start)]
+    argv[0] = str(Path(sys.executable).with_name(Path(argv[0]).name))
+    env = {}
+    for line in lines:
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").replace("%i", instance).partition("=")
+            env[key] = value
+    return argv, env
+
+
+def start_web(port: int, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """Start one production web process (``qa-notify-web@<port>``'s command) from the repository."""
+    argv, unit_env = unit_command(WEB_UNIT, str(port))
+    return subprocess.Popen(argv, cwd=ROOT, env={**(env if env is not None else os.environ), **unit_env}, **popen)
 
 
 def rabbitmq_running() -> bool:
@@ -80,7 +111,7 @@ http {{
             proxy_buffering off;
             proxy_cache off;
             proxy_read_timeout 1h;
-            proxy_next_upstream error timeout;
+            proxy_next_upstream error timeout http_503;
         }}
         location / {{
             proxy_pass http://qa_notify_web;

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,8 @@ def broker_for(redis_url: str) -> str:
 
 
 class WebProcess:
-    """``manage.py web`` in a subprocess, with the test's database and Redis."""
+    """A production web process (``deploy/systemd/qa-notify-web@.service``'s command) in a
+    subprocess, with the test's database and Redis."""
 
     def __init__(self, database_url: str, redis_url: str, **settings: str) -> None:
         self.port = free_port()
@@ -44,6 +44,7 @@ class WebProcess:
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": broker_for(redis_url),
             "SECRET_KEY": "test-secret",
+            "WEB_DRAIN_SECONDS": "0",  # stop at once; the drain has tests of its own
             **{k: str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None
@@ -53,11 +54,9 @@ class WebProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WebProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, str(REPO / "manage.py"), "web", "--port", str(self.port)],
-            cwd=REPO,
-            env=self.env,
-        )
+        from qa_notify.local_cluster import start_web
+
+        self.process = start_web(self.port, self.env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

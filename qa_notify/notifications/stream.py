@@ -20,7 +20,8 @@ from flask_login import current_user
 from ..events import bus, sse
 from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
-from ..jsonapi import APIError, api_login_required
+from ..jsonapi import APIError, api_login_required, error_response
+from ..logs import request_id as current_request_id
 from ..webserver import SOCKET_KEY
 from . import bp
 from .hub import GAP, Hub, Subscription, TooManyStreams
@@ -55,6 +56,11 @@ def requested_last_id() -> str | None:
 @api_login_required
 def notifications_stream():
     """Stream the logged-in user's notifications; only theirs, whatever the query says."""
+    if current_app.extensions.get("qa_draining"):
+        # Shutting down: send the browser (or nginx, which then tries another process) elsewhere.
+        response = error_response(503, "this server is restarting; reconnecting elsewhere")
+        response.headers["Retry-After"] = "1"
+        return response
     user_id = current_user.id
     session_id = session.get("sid")
     # Give the database connection back now: the stream may stay open for hours, and
@@ -83,7 +89,9 @@ def notifications_stream():
     retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
     sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
     frame = _catch_all_frame if request.args.get("catch_all") in ("1", "true") else _frame
-    body = _event_stream(hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame)
+    body = _event_stream(
+        hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame, current_request_id()
+    )
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
@@ -122,8 +130,13 @@ def _event_stream(
     heartbeat: float,
     sock=None,
     frame=_frame,
+    request_id: str | None = None,
 ):
-    """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats."""
+    """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats.
+
+    The body runs after the request has ended, in the connection's greenlet: its log lines
+    name the stream's ``request_id`` themselves.
+    """
     import gevent
 
     sub.owner = gevent.getcurrent()
@@ -142,7 +155,9 @@ def _event_stream(
             backlog = caught_up = items = batch = item = event = None
             items = sub.wait(heartbeat)
             if sub.closed:
-                if sub.close_reason not in SILENT_CLOSES:
+                if sub.close_reason == "shutdown":
+                    yield _reconnect_hint(retry_ms)
+                elif sub.close_reason not in SILENT_CLOSES:
                     yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
                 return
             if not items:
@@ -165,15 +180,30 @@ def _event_stream(
                     yield frame(event)
                     last, last_id = key, event.id
     except redis.RedisError:
-        log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id)
+        log.info(
+            "stream of user %s ended: Redis unavailable during catch-up",
+            sub.user_id,
+            extra={"request_id": request_id},
+        )
     finally:
         if hangup is not None:
             hangup.stop()
         hub.detach(sub)
 
 
-# Closes after which nothing is sent: nobody reads (overflow, hang-up) or the process is going.
+# Closes after which no event is sent: nobody reads (overflow, hang-up) or the process is going
+# (that one sends only a reconnect hint, see ``_reconnect_hint``).
 SILENT_CLOSES = ("overflow", "shutdown", "client_gone")
+
+
+def _reconnect_hint(retry_ms: int) -> bytes:
+    """The last bytes of a stream whose process is stopping: reconnect in a quarter of its delay.
+
+    A shutdown is not a sign-out (no ``server_closed``): the browser reconnects with its
+    ``Last-Event-ID`` and another process replays what it missed. A quarter of the stream's
+    own jittered delay (0.5 to 1.25 s by default) brings it back soon but not in step.
+    """
+    return sse.format_comment("server restarting; reconnect") + sse.format_retry(retry_ms // 4)
 
 
 def watch_for_hangup(sock, sub: Subscription):
