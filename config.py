@@ -57,6 +57,10 @@ class Config:
     CELERY_ALWAYS_EAGER = False
     # The broker queue the tasks go through (several deployments can share one RabbitMQ).
     CELERY_TASK_QUEUE = os.environ.get("CELERY_TASK_QUEUE", "celery")
+    # Every process (web, worker, run) logs to stderr at this level, as ``text`` (timestamp,
+    # level, logger, pid, request id) or ``json`` (one object per line); see qa_notify.logs.
+    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or "text"
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

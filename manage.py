@@ -16,6 +16,7 @@ if len(sys.argv) > 1 and sys.argv[1] == "web":
 
     monkey.patch_all()
 
+import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -25,10 +26,12 @@ from pathlib import Path  # noqa: E402
 import click  # noqa: E402
 from flask.cli import FlaskGroup  # noqa: E402
 
-from config import INSTANCE_DIR  # noqa: E402
+from config import INSTANCE_DIR, config_for  # noqa: E402
 from qa_notify import create_app  # noqa: E402
+from qa_notify.logs import configure_logging  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("qa_notify.manage")
 
 
 def listen_options(command):
@@ -42,6 +45,10 @@ def listen_options(command):
 @click.group(cls=FlaskGroup, create_app=create_app, add_default_commands=False)
 def cli() -> None:
     """Manage qa_notify."""
+    try:
+        configure_logging()  # the same LOG_LEVEL and LOG_FORMAT in every process
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None  # one line, exit status 1
 
 
 @cli.command("web", context_settings={"ignore_unknown_options": True})
@@ -66,17 +73,18 @@ def web(host: str, port: int) -> None:
 
     gevent.signal_handler(signal.SIGTERM, stop, app.config["WEB_DRAIN_SECONDS"])
     gevent.signal_handler(signal.SIGINT, stop, 0)
-    click.echo(f"qa_notify web listening on http://{host}:{port}", err=True)
+    log.info("qa_notify web listening on http://%s:%s", host, port)
     server.serve_forever()
 
 
 @cli.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--beat/--no-beat", default=False, help="also run the periodic outbox relay and ingest poller")
 @click.option("--concurrency", "-c", type=int, default=2, show_default=True)
-@click.option("--loglevel", "-l", default="info", show_default=True)
+@click.option("--loglevel", "-l", default=None, show_default="LOG_LEVEL")
 @click.pass_context
-def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> None:
+def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str | None) -> None:
     """Run a Celery worker for the fan-out tasks."""
+    settings = config_for()
     args = [
         sys.executable,
         "-m",
@@ -85,10 +93,12 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str) -> N
         "workers.celery_app",
         "worker",
         "-l",
-        loglevel,
+        loglevel or settings.LOG_LEVEL,
         "-c",
         str(concurrency),
     ]
+    if settings.LOG_FORMAT == "json":
+        args.append("--quiet")  # no banner on stdout: every line is a JSON log line
     if beat:
         args.append("--beat")
         given = ("-s", "--schedule", "--schedule-filename")

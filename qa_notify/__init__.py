@@ -19,6 +19,7 @@ def create_app(config: dict | str | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(ROOT / "templates"), instance_path=str(INSTANCE_DIR))
     load_config(app, config)
     trust_proxies(app)
+    register_request_logging(app)
     register_extensions(app)
     register_blueprints(app)
     register_rate_limits(app)
@@ -59,6 +60,13 @@ def trust_proxies(app: Flask) -> None:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count)
+
+
+def register_request_logging(app: Flask) -> None:
+    """Give each request an id (``X-Request-ID``) and one access line (see ``logs``)."""
+    from .logs import init_request_logging
+
+    init_request_logging(app)
 
 
 def make_private_dir(path: Path) -> None:

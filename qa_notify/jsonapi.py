@@ -1,4 +1,4 @@
-"""Conventions of the JSON API: errors as ``{"error": ...}``, strict body parsing, role checks."""
+"""Conventions of the JSON API: errors as ``{"error": ..., "request_id": ...}``, strict body parsing, role checks."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from flask import abort, jsonify, make_response, request
 from flask_login import current_user
 
 from . import strictjson
+from .logs import request_id
 
 
 class APIError(Exception):
-    """An error answered as ``{"error": message}`` with ``status``."""
+    """An error answered as ``{"error": message, "request_id": ...}`` with ``status``."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -22,8 +23,8 @@ class APIError(Exception):
 
 
 def error_response(status: int, message: str):
-    """Return a JSON error response."""
-    return make_response(jsonify(error=message), status)
+    """Return a JSON error response carrying the request's id (what to quote to an operator)."""
+    return make_response(jsonify(error=message, request_id=request_id()), status)
 
 
 def json_body() -> dict:

@@ -12,12 +12,13 @@ request is read there is no timeout: a stream then idles for hours.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 
 import gevent
 import greenlet
 from flask import Flask
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import LoggingLogAdapter, WSGIHandler, WSGIServer
 
 # pywsgi gives every connection an 8 KiB read buffer and keeps it for the connection's
 # life. A stream's request is read once and then the connection idles for hours, so that
@@ -137,8 +138,9 @@ def make_server(app: Flask, host: str, port: int) -> WSGIServer:
     server = WSGIServer(
         (host, port),
         in_own_greenlet(app),
-        log=None,
-        error_log="default",
+        log=None,  # the app writes the access lines (qa_notify.logs), one per request
+        # Malformed requests and the like: through logging, in the process's format.
+        error_log=LoggingLogAdapter(logging.getLogger("gevent.pywsgi"), logging.WARNING),
         backlog=4096,
         handler_class=LeanHandler,
         spawn=gevent.spawn_raw,

@@ -72,7 +72,7 @@ def ask_and_answer(login_as, asker, answers: int, answerer_name: str = "bob"):
 def test_anonymous_gets_401_json(web):
     resp = web.client().get("/notifications")
     assert resp.status_code == 401
-    assert resp.json() == {"error": "login required"}
+    assert resp.json() == {"error": "login required", "request_id": resp.headers["X-Request-ID"]}
 
 
 def test_stream_headers_and_retry_hint(web, login_as):

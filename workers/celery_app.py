@@ -1,7 +1,23 @@
 """Worker entry point: ``celery -A workers.celery_app worker``."""
 
+from celery.signals import setup_logging
+
 from qa_notify import create_app
+from qa_notify.logs import configure_logging
 from workers import NO_CLUSTER_BROKER
+
+try:
+    configure_logging()  # now, so the app's own lines at start are formatted like the rest
+except ValueError as exc:
+    raise SystemExit(f"qa_notify worker: {exc}") from None
+
+
+@setup_logging.connect
+def log_like_the_web(loglevel: int | None = None, **_) -> None:
+    """Keep our configuration when the worker sets up logging (at its ``--loglevel``), so
+    Celery's own lines go through the same format instead of Celery's handlers."""
+    configure_logging(level=loglevel)
+
 
 celery = create_app().extensions["celery"]
 if celery.conf.broker_url.startswith("memory://"):
