@@ -29,6 +29,7 @@ FULL = {
     "flask_sse": {},
     "broadcast_cluster": {"streams": 10_000},
     "latency_cluster": {"streams": 1000, "rate": 100, "seconds": 20},
+    "machine": {"streams": 90_000, "connect_rate": 1000},
 }
 QUICK = {
     "fanout": {"followers": 10_000},
@@ -46,6 +47,7 @@ QUICK = {
     },
     "broadcast_cluster": {"streams": 1000},
     "latency_cluster": {"streams": 200, "rate": 50, "seconds": 5},
+    "machine": {"streams": 4000, "connect_rate": 1000, "hold_seconds": 16},
 }
 RUNNERS = {
     "fanout": scenarios.fanout,
@@ -58,6 +60,8 @@ RUNNERS = {
     # The same, on a 3-master Valkey cluster with the streams spread over two web processes by nginx.
     "broadcast_cluster": functools.partial(scenarios.broadcast, cluster=True, web_processes=2),
     "latency_cluster": functools.partial(scenarios.latency, cluster=True, web_processes=2),
+    # One whole machine as deployed: web processes behind nginx, a worker, Valkey.
+    "machine": scenarios.whole_machine,
 }
 
 

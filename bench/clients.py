@@ -25,8 +25,10 @@ class ClientFleet:
         cookie_name: str | None = "session",
         ready_on: str = "first_bytes",
         connect_rate: float = 4000,
+        sources: tuple[str, ...] = ("127.0.0.1",),
     ) -> None:
-        """``connect_rate``: new streams per second, over all the processes."""
+        """``connect_rate``: new streams per second, over all the processes; ``sources``: the
+        loopback addresses the processes connect from, in turn (each has ~28k ports)."""
         self.events: list[dict] = []
         self.ready = 0
         self.errors = 0
@@ -34,6 +36,7 @@ class ClientFleet:
         self._procs: list[subprocess.Popen] = []
         self._threads: list[threading.Thread] = []
         self._ready_count = 0
+        self._stats: list[dict] = []
         self._lock = threading.Lock()
         items = list(cookies.items())
         processes = max(1, -(-len(items) // PER_PROCESS))
@@ -46,6 +49,7 @@ class ClientFleet:
                 "connect_per_second": connect_rate / processes,
                 "seconds": seconds,
                 "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
+                "source": sources[(start // PER_PROCESS) % len(sources)],
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.sse_clients"],
@@ -72,6 +76,8 @@ class ClientFleet:
                     self._ready_count += 1
                 elif "uid" in msg:
                     self.events.append(msg)
+                elif "heartbeats" in msg:
+                    self._stats.append(msg)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -81,6 +87,19 @@ class ClientFleet:
     def events_of(self, event_type: str) -> list[dict]:
         with self._lock:
             return [e for e in self.events if e["type"] == event_type]
+
+    def stats(self, timeout: float = 30) -> dict[str, int]:
+        """Ask every process for its counts; return the heartbeats received and streams open."""
+        with self._lock:
+            self._stats = []
+        for proc in self._procs:
+            proc.stdin.write("stats\n")
+            proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while len(self._stats) < len(self._procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            return {key: sum(s[key] for s in self._stats) for key in ("heartbeats", "open")}
 
     def close(self) -> None:
         for proc in self._procs:

@@ -213,11 +213,105 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
         stack.close()
 
 
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+def _metric(url: str, name: str, timeout: float = 10) -> float:
+    """The sum of every sample of ``name`` (whatever its labels) that ``url``'s /metrics shows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=timeout).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+# A whole machine: the load generators connect from several loopback addresses (each source
+# and destination pair has ~28k ephemeral ports) ...
+SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 12))
+# ... and every process stays under this machine's 20,000 open files: a web process holds one
+# descriptor per stream, an nginx worker two (8,000 streams each, see local_cluster.nginx_config).
+STREAMS_PER_WEB_PROCESS = 16_000
+STREAMS_PER_NGINX_WORKER = 8_000
+
+
+def whole_machine(
+    streams: int = 90_000, connect_rate: float = 1000, hold_seconds: float = 35, web_processes: int | None = None
+) -> dict:
+    """One machine as deployed: web processes (the systemd unit's command) behind nginx, a
+    worker and one Valkey; ``streams`` browsers arrive at ``connect_rate`` per second, hold
+    through two heartbeats, then an admin broadcast reaches all of them."""
+    web_processes = web_processes or max(2, -(-streams // STREAMS_PER_WEB_PROCESS))
+    nginx_workers = max(2, -(-streams // STREAMS_PER_NGINX_WORKER) + 1)
+    stack = Stack(_workdir("machine"), SSE_HEARTBEAT_SECONDS="15")
+    try:
+        app = stack.app()
+        ids = create_users(app, streams, prefix="w")
+        admin = create_admin(app)
+        url = stack.start_webs(web_processes, nginx_workers=nginx_workers)
+        web_urls = [f"http://127.0.0.1:{port}" for port in stack.web_ports]
+        rss_before = sum(rss_kb(p.pid) for p in stack.webs)
+        started = time.monotonic()
+        fleet = ClientFleet(
+            port_of(url), session_cookies(app, ids), seconds=3600, connect_rate=connect_rate, sources=SOURCES
+        )
+        fleet.wait_ready(timeout=streams / connect_rate * 3 + 120)
+        connect_seconds = time.monotonic() - started
+        heartbeats_before = fleet.stats()["heartbeats"]
+        time.sleep(hold_seconds)  # two heartbeats (every 15 s) reach every stream
+        held = fleet.stats()
+        scrape_started = time.monotonic()
+        per_process = [_metric(u, "qa_notify_open_streams") for u in web_urls]
+        scrape_seconds = time.monotonic() - scrape_started
+        aggregated = _metric(url, "qa_notify_open_streams")  # nginx: any one process answers
+        rss_after = sum(rss_kb(p.pid) for p in stack.webs)
+        nginx_rss = _tree_rss_kb(stack.nginx.pid)
+        stack.start_worker(concurrency=2)
+        from qa_notify.admin.service import send_broadcast
+
+        with app.test_request_context():
+            sent_at = time.time()
+            send_broadcast(db.session.get(User, admin), "Maintenance at noon", None, 1000)
+        deadline = time.monotonic() + 120
+        while len(fleet.events_of("broadcast")) < held["open"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        arrivals = sorted(e["t"] - sent_at for e in fleet.events_of("broadcast"))
+        fleet.close()
+        return {
+            "streams_requested": streams,
+            "web_processes": web_processes,
+            "nginx_workers": nginx_workers,
+            "connect_rate_per_second": connect_rate,
+            "connected": fleet.ready,
+            "connect_errors": fleet.errors,
+            "error_sample": fleet.error_samples[:3],
+            "connect_seconds": round(connect_seconds, 1),
+            "open_after_hold_clients": held["open"],
+            "open_streams_per_process_metrics": [int(v) for v in per_process],
+            "open_streams_sum_of_processes": int(sum(per_process)),
+            "open_streams_metrics_through_nginx": int(aggregated),
+            "metrics_scrape_seconds_all_processes": round(scrape_seconds, 2),
+            "heartbeats_during_hold": held["heartbeats"] - heartbeats_before,
+            "heartbeats_per_stream_during_hold": round(
+                (held["heartbeats"] - heartbeats_before) / max(held["open"], 1), 2
+            ),
+            "web_rss_mb": round(rss_after / 1024, 1),
+            "web_rss_per_stream_kb": round((rss_after - rss_before) / max(held["open"], 1), 1),
+            "nginx_rss_mb": round(nginx_rss / 1024, 1),
+            "broadcast_received": len(arrivals),
+            "broadcast_median_seconds": round(statistics.median(arrivals), 3) if arrivals else None,
+            "broadcast_p99_seconds": round(arrivals[int(len(arrivals) * 0.99) - 1], 3) if arrivals else None,
+            "broadcast_last_seconds": round(arrivals[-1], 3) if arrivals else None,
+            "targets": {"streams": 90_000, "connect_rate": 1000, "broadcast_last_seconds": 2.0},
+        }
+    finally:
+        stack.close()
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """RSS of a process and its children (nginx's master and workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return rss_kb(pid) + sum(rss_kb(int(c)) for c in children)
 
 
 def _login(url: str, username: str, password: str) -> tuple[dict, str]:

@@ -2,12 +2,13 @@
 
 Run as ``python -m bench.sse_clients`` with a JSON job on stdin:
 ``{"port": 5000, "path": "/notifications", "cookies": {"<uid>": "<session cookie>"},
-"cookie_name": "session", "seconds": 60}``. ``path`` may contain ``{uid}``; a ``null``
+"cookie_name": "session", "seconds": 60, "source": "127.0.0.2"}``. ``path`` may contain ``{uid}``; a ``null``
 ``cookie_name`` sends no cookie; ``connect_per_second`` paces the connects (default 4,000). It prints JSON lines: ``{"ready": n}`` once every stream
 has sent its first bytes (or, with ``"ready_on": "connect"``, once every request is sent:
 flask-sse answers nothing until its first event), then ``{"uid", "type", "t", "data"}``
 per event (``t`` = receive time, time.time()), and stops after ``seconds`` or when stdin
-closes.
+closes. A line ``stats`` on stdin makes it print ``{"heartbeats": n, "open": n}`` (heartbeat
+comments received so far, streams still open).
 """
 
 from gevent import monkey
@@ -32,7 +33,7 @@ def emit(obj: dict) -> None:
 def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event, errors: list) -> None:
     """Hold one SSE connection; report each event."""
     try:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(SOURCE[0], 0))
         cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{cookie_line}\r\n".encode())
         buf = b""
@@ -44,6 +45,7 @@ def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_
         while True:
             chunk = sock.recv(65536)
             if not chunk:
+                CLOSED[0] += 1
                 return
             now = time.time()
             if first:
@@ -59,7 +61,9 @@ def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_
                 for line in block.decode("utf-8", "replace").split("\n"):
                     name, _, value = line.partition(":")
                     value = value[1:] if value.startswith(" ") else value  # "event:x" and "event: x" alike
-                    if name == "event":
+                    if not name and value == "heartbeat":
+                        HEARTBEATS[0] += 1
+                    elif name == "event":
                         event_type = value
                     elif name == "data":
                         data.append(value)
@@ -84,6 +88,9 @@ def _fail(message: str, all_ready: Event) -> None:
 
 
 TOTAL = [0]
+HEARTBEATS = [0]
+CLOSED = [0]  # streams the server ended after they were ready
+SOURCE = ["127.0.0.1"]  # the address connections come from: one address has ~28k ephemeral ports
 READY: list[list] = [[]]
 ERRORS: list[list] = [[]]
 READY_ON_CONNECT = [False]
@@ -96,6 +103,7 @@ def main() -> None:
     cookies = job["cookies"]
     TOTAL[0] = len(cookies)
     READY_ON_CONNECT[0] = job.get("ready_on") == "connect"
+    SOURCE[0] = job.get("source", "127.0.0.1")
     ready: list = []
     errors: list = []
     ERRORS[0] = errors
@@ -124,7 +132,9 @@ def main() -> None:
 
     def watch_stdin():
         # A plain stdin read would block every greenlet: read it on gevent's thread pool.
-        gevent.get_hub().threadpool.spawn(sys.stdin.readline).get()
+        # "stats" asks for the counts so far; anything else (or EOF) stops.
+        while gevent.get_hub().threadpool.spawn(sys.stdin.readline).get().strip() == "stats":
+            emit({"heartbeats": HEARTBEATS[0], "open": len(ready) - CLOSED[0]})
         stop.set()
 
     gevent.spawn(watch_stdin)

@@ -64,13 +64,17 @@ class Stack:
     def redis(self) -> redis.Redis:
         return make_client(self.redis_url)
 
-    def start_webs(self, count: int) -> str:
+    def start_webs(self, count: int, nginx_workers: int = 2) -> str:
         """Start ``count`` web processes; with more than one, nginx in front. Return the URL to use."""
-        urls = [self.start_web()[0] for _ in range(count)]
+        started = [self.start_web() for _ in range(count)]
+        self.webs = [proc for _, proc in started]
+        self.web_ports = [port_of(url) for url, _ in started]
+        urls = [url for url, _ in started]
         if count == 1:
             return urls[0]
         port = free_port()
-        self.children.append(start_nginx(port, [port_of(u) for u in urls], self.workdir / "nginx"))
+        self.nginx = start_nginx(port, [port_of(u) for u in urls], self.workdir / "nginx", nginx_workers)
+        self.children.append(self.nginx)
         _wait_healthy(f"http://127.0.0.1:{port}")
         return f"http://127.0.0.1:{port}"
 

@@ -68,11 +68,14 @@ def start_broker(instance: Path) -> tuple[str, EmbeddedRedis | None, str]:
     return server.url, server, f"broker: no RabbitMQ here, a separate single Valkey on {server.url}"
 
 
-def nginx_config(port: int, upstream_ports: list[int], prefix: Path) -> str:
+def nginx_config(port: int, upstream_ports: list[int], prefix: Path, workers: int = 2) -> str:
     """Return a complete nginx.conf balancing ``upstream_ports`` on 127.0.0.1:``port``.
 
     The same settings as ``deploy/nginx.conf``, made self-contained (own pid, logs and
-    temp files under ``prefix``) so it runs as this user, in the foreground.
+    temp files under ``prefix``) so it runs as this user, in the foreground. Each nginx
+    worker holds at most 8,000 streams (two descriptors each, under a 20,000 open-file
+    limit): ``workers`` sets how many streams nginx can carry; ``reuseport`` has the kernel
+    spread new connections evenly over them.
     """
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in upstream_ports)
     user = pwd.getpwuid(os.getuid()).pw_name  # workers as this user, so they can use prefix/
@@ -80,7 +83,7 @@ def nginx_config(port: int, upstream_ports: list[int], prefix: Path) -> str:
 user {user};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-worker_processes 2;
+worker_processes {workers};
 worker_rlimit_nofile 20000;  # each proxied stream holds two descriptors: the browser's and the upstream's
 events {{ worker_connections 16000; }}
 http {{
@@ -97,7 +100,7 @@ http {{
         keepalive_timeout 5s;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} reuseport backlog=4096;
         client_header_timeout 10s;
         client_body_timeout 10s;
         client_max_body_size 256k;
@@ -127,9 +130,9 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
 
-def start_nginx(port: int, upstream_ports: list[int], prefix: Path) -> subprocess.Popen:
+def start_nginx(port: int, upstream_ports: list[int], prefix: Path, workers: int = 2) -> subprocess.Popen:
     """Start nginx in the foreground with ``nginx_config``; the caller stops it."""
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_config(port, upstream_ports, prefix))
+    conf.write_text(nginx_config(port, upstream_ports, prefix, workers))
     return subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
