@@ -85,20 +85,21 @@ def web(host: str, port: int) -> None:
 def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str | None) -> None:
     """Run a Celery worker for the fan-out tasks."""
     settings = config_for()
+    # With JSON logs, no banner on stdout (--quiet): every line the worker writes is JSON.
+    quiet = ["--quiet"] if settings.LOG_FORMAT == "json" else []
     args = [
         sys.executable,
         "-m",
         "celery",
         "-A",
         "workers.celery_app",
+        *quiet,
         "worker",
         "-l",
         loglevel or settings.LOG_LEVEL,
         "-c",
         str(concurrency),
     ]
-    if settings.LOG_FORMAT == "json":
-        args.append("--quiet")  # no banner on stdout: every line is a JSON log line
     if beat:
         args.append("--beat")
         given = ("-s", "--schedule", "--schedule-filename")

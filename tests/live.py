@@ -48,6 +48,7 @@ class WebProcess:
             **{k: str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None
+        self.popen: dict = {}  # more for Popen, e.g. ``stderr`` to read the process's log
 
     @property
     def url(self) -> str:
@@ -56,7 +57,7 @@ class WebProcess:
     def start(self) -> WebProcess:
         from qa_notify.local_cluster import start_web
 
-        self.process = start_web(self.port, self.env)
+        self.process = start_web(self.port, self.env, **self.popen)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
