@@ -109,6 +109,7 @@ http {{
         proxy_set_header Host $host;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Request-ID $request_id;
         location /notifications {{
             proxy_pass http://qa_notify_web;
             proxy_buffering off;

@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qa_notify.logs import RequestIdFilter
 
-from .live import REPO, WebProcess, broker_for
+from .live import REPO, WebProcess, broker_for, free_port
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -198,6 +199,39 @@ def test_the_production_web_process_logs_one_json_access_line_per_request(redis_
     assert stream_line["path"] == "/notifications" and stream_line["status"] == 200
     assert stream_line["user_id"] == ann_id
     assert any("listening on" in line["message"] and line["request_id"] is None for line in lines)
+
+
+def test_behind_nginx_the_request_id_is_the_one_nginx_made(redis_url, database_url, tmp_path):
+    """run-cluster's nginx (deploy/nginx.conf's settings) passes its $request_id; a client's own is replaced."""
+    from qa_notify.local_cluster import nginx_binary, start_nginx
+
+    if nginx_binary() is None:
+        pytest.skip("nginx is not installed")
+    log_path = tmp_path / "web.log"
+    web = WebProcess(database_url, redis_url, LOG_FORMAT="json", PROXY_COUNT="1")
+    with log_path.open("w") as log_file:
+        web.popen = {"stderr": log_file}
+        web.start()
+        port = free_port()
+        nginx = start_nginx(port, [web.port], tmp_path / "nginx", workers=1)
+        try:
+            _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 15, "nginx answering")
+            resp = httpx.get(f"http://127.0.0.1:{port}/api/csrf", headers={"X-Request-ID": "chosen-by-client"})
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+            web.stop()
+    nginx_id = resp.headers["X-Request-ID"]
+    assert GENERATED.fullmatch(nginx_id), nginx_id  # nginx's $request_id: 32 hex digits
+    [line] = [line for line in _json_lines(log_path) if line["request_id"] == nginx_id]
+    assert line["path"] == "/api/csrf" and line["status"] == 200
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
 
 
 def test_a_celery_worker_logs_its_own_lines_as_json(redis_url, database_url, tmp_path):
