@@ -148,6 +148,23 @@ def test_a_bad_log_setting_is_one_clear_line_and_the_process_does_not_start(
     assert proc.stderr.strip() == error
 
 
+def test_migrations_log_in_the_format_of_the_process(redis_url, tmp_path):
+    """alembic.ini's own logging setup must not replace LOG_FORMAT (nor silence our loggers)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite'}",
+        "REDIS_URL": redis_url,
+        "LOG_FORMAT": "json",
+    }
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "init-db"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "init-db.log").write_text(proc.stderr)
+    lines = _json_lines(tmp_path / "init-db.log")
+    assert any(line["logger"] == "alembic.runtime.migration" and "Running upgrade" in line["message"] for line in lines)
+
+
 def _json_lines(path: Path) -> list[dict]:
     """Every line of a process's log, each of which must be a JSON object."""
     lines = []
