@@ -26,9 +26,12 @@ class ClientFleet:
         ready_on: str = "first_bytes",
         connect_rate: float = 4000,
         sources: tuple[str, ...] = ("127.0.0.1",),
+        retry: bool = False,
+        connect_timeout: float = 120,
     ) -> None:
         """``connect_rate``: new streams per second, over all the processes; ``sources``: the
-        loopback addresses the processes connect from, in turn (each has ~28k ports)."""
+        loopback addresses the processes connect from, in turn (each has ~28k ports); ``retry``:
+        refused attempts are tried again as the site's page does, for ``connect_timeout`` s."""
         self.events: list[dict] = []
         self.ready = 0
         self.errors = 0
@@ -50,6 +53,8 @@ class ClientFleet:
                 "seconds": seconds,
                 "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
                 "source": sources[(start // PER_PROCESS) % len(sources)],
+                "retry": retry,
+                "connect_timeout": connect_timeout,
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.sse_clients"],
@@ -99,7 +104,7 @@ class ClientFleet:
         while len(self._stats) < len(self._procs) and time.monotonic() < deadline:
             time.sleep(0.05)
         with self._lock:
-            return {key: sum(s[key] for s in self._stats) for key in ("heartbeats", "open")}
+            return {key: sum(s[key] for s in self._stats) for key in ("heartbeats", "open", "refused")}
 
     def close(self) -> None:
         for proc in self._procs:

@@ -16,6 +16,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import random  # noqa: E402
 import resource  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -31,9 +32,30 @@ def emit(obj: dict) -> None:
 
 
 def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event, errors: list) -> None:
-    """Hold one SSE connection; report each event."""
+    """Hold one SSE connection; report each event. With ``retry`` in the job, a refused
+    attempt (503, 429, 502/504 from a proxy, a failed connect) is tried again as the site's
+    page does: after 1 s, doubling to 30 s, each delay jittered 0.5-1.5x."""
+    delay = 1.0
+    give_up = time.monotonic() + CONNECT_TIMEOUT[0]
+    while True:
+        outcome = _hold(port, path, cookie, uid, ready, all_ready)
+        if outcome is None:
+            return
+        if not RETRY[0] or time.monotonic() + delay > give_up:
+            _fail(outcome, all_ready)
+            return
+        REFUSED[0] += 1
+        gevent.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 30.0)
+
+
+def _hold(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event) -> str | None:
+    """One attempt: None once the stream was held and ended, else why it was refused."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=60, source_address=(SOURCE[0], 0))
+    except OSError as exc:
+        return str(exc)
+    try:
         cookie_line = f"Cookie: {cookie}\r\n" if cookie else ""
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n{cookie_line}\r\n".encode())
         buf = b""
@@ -45,14 +67,15 @@ def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_
         while True:
             chunk = sock.recv(65536)
             if not chunk:
+                if first:
+                    return "closed before answering"
                 CLOSED[0] += 1
-                return
+                return None
             now = time.time()
             if first:
                 first = False
                 if not chunk.startswith(b"HTTP/1.1 200"):
-                    _fail(chunk[:80].decode("latin-1"), all_ready)
-                    return
+                    return chunk[:80].decode("latin-1")
                 if not READY_ON_CONNECT[0]:
                     _mark_ready(uid, ready, all_ready)
             buf += chunk
@@ -72,7 +95,12 @@ def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_
                     emit({"uid": uid, "type": event_type, "t": now, "data": "\n".join(data)})
                 event_type, data = None, []
     except OSError as exc:
-        _fail(str(exc), all_ready)
+        if first:
+            return str(exc)
+        CLOSED[0] += 1
+        return None
+    finally:
+        sock.close()
 
 
 def _mark_ready(uid: str, ready: list, all_ready: Event) -> None:
@@ -89,6 +117,9 @@ def _fail(message: str, all_ready: Event) -> None:
 
 TOTAL = [0]
 HEARTBEATS = [0]
+REFUSED = [0]  # attempts refused and tried again (with "retry")
+RETRY = [False]
+CONNECT_TIMEOUT = [120.0]
 CLOSED = [0]  # streams the server ended after they were ready
 SOURCE = ["127.0.0.1"]  # the address connections come from: one address has ~28k ephemeral ports
 READY: list[list] = [[]]
@@ -104,6 +135,8 @@ def main() -> None:
     TOTAL[0] = len(cookies)
     READY_ON_CONNECT[0] = job.get("ready_on") == "connect"
     SOURCE[0] = job.get("source", "127.0.0.1")
+    RETRY[0] = bool(job.get("retry"))
+    CONNECT_TIMEOUT[0] = job.get("connect_timeout", 120)
     ready: list = []
     errors: list = []
     ERRORS[0] = errors
@@ -134,7 +167,7 @@ def main() -> None:
         # A plain stdin read would block every greenlet: read it on gevent's thread pool.
         # "stats" asks for the counts so far; anything else (or EOF) stops.
         while gevent.get_hub().threadpool.spawn(sys.stdin.readline).get().strip() == "stats":
-            emit({"heartbeats": HEARTBEATS[0], "open": len(ready) - CLOSED[0]})
+            emit({"heartbeats": HEARTBEATS[0], "open": len(ready) - CLOSED[0], "refused": REFUSED[0]})
         stop.set()
 
     gevent.spawn(watch_stdin)
