@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -50,6 +51,8 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "SECRET_KEY": SECRET,
             "RATELIMIT_ENABLED": "0",
+            # This run's processes are one machine: their metrics add up here, and nowhere else.
+            "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(workdir / "metrics")),
             **settings,
         }
         self.children: list[subprocess.Popen] = []
@@ -141,6 +144,13 @@ class Stack:
         self._delete_bench_queue()
         for server in self.servers:
             server.stop()
+
+
+def _fresh_dir(path: Path) -> Path:
+    """``path``, created empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def port_of(url: str) -> int:
