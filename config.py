@@ -87,6 +87,9 @@ class Config:
     SSE_HEARTBEAT_SECONDS = _env_float("SSE_HEARTBEAT_SECONDS", 15.0)
     SSE_MAX_STREAMS_PER_USER = _env_int("SSE_MAX_STREAMS_PER_USER", 10)
     SSE_BUFFER_SIZE = _env_int("SSE_BUFFER_SIZE", 256)
+    # Streams being opened at once in one web process (session, user, lease, subscription);
+    # beyond it a new stream gets a 503 with Retry-After at once (a reconnect storm).
+    SSE_MAX_OPENING = _env_int("SSE_MAX_OPENING", 200)
     # A stream's claim on the per-user quota lapses this long after its process stops renewing it.
     SSE_LEASE_SECONDS = _env_float("SSE_LEASE_SECONDS", 60.0)
     USER_STREAM_MAXLEN = _env_int("USER_STREAM_MAXLEN", 1000)
