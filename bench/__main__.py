@@ -26,6 +26,8 @@ FULL = {
     "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
     "broadcast": {"streams": 10_000},
     "capacity": {"streams": 19_000},
+    "capacity_slow": {"streams": 19_000, "connect_rate": 200},
+    "capacity_fast": {"streams": 19_000, "connect_rate": 2000},
     "flask_sse": {},
     "broadcast_cluster": {"streams": 10_000},
     "latency_cluster": {"streams": 1000, "rate": 100, "seconds": 20},
@@ -38,6 +40,8 @@ QUICK = {
     "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
     "broadcast": {"streams": 1000},
     "capacity": {"streams": 2000, "hold_seconds": 6},
+    "capacity_slow": {"streams": 2000, "hold_seconds": 6, "connect_rate": 200},
+    "capacity_fast": {"streams": 2000, "hold_seconds": 6, "connect_rate": 2000},
     "flask_sse": {
         "latency_streams": 200,
         "rate": 50,
@@ -56,6 +60,9 @@ RUNNERS = {
     "latency_light": scenarios.latency,
     "broadcast": scenarios.broadcast,
     "capacity": scenarios.capacity,
+    # The same figure must not depend on how fast the browsers arrive.
+    "capacity_slow": scenarios.capacity,
+    "capacity_fast": scenarios.capacity,
     "flask_sse": compare.flask_sse,
     # The same, on a 3-master Valkey cluster with the streams spread over two web processes by nginx.
     "broadcast_cluster": functools.partial(scenarios.broadcast, cluster=True, web_processes=2),

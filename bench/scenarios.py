@@ -172,8 +172,9 @@ def _topology(cluster: bool, web_processes: int, redis_per_web: float) -> dict:
     }
 
 
-def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
-    """How many idle streams one web process holds, its RSS per stream and Redis connections."""
+def capacity(streams: int = 19_000, hold_seconds: float = 20, connect_rate: float = CONNECT_RATE) -> dict:
+    """How many idle streams one web process holds, its RSS per stream and Redis connections,
+    with browsers arriving at ``connect_rate`` per second."""
     stack = Stack(_workdir("capacity"), SSE_HEARTBEAT_SECONDS="5")
     try:
         app = stack.app()
@@ -188,8 +189,8 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
         time.sleep(6)
         pid = web.pid  # bash execs the web server, so this is its pid
         rss_before = rss_kb(pid)
-        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=300, connect_rate=CONNECT_RATE)
-        fleet.wait_ready(timeout=300)
+        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=600, connect_rate=connect_rate)
+        fleet.wait_ready(timeout=streams / connect_rate * 2 + 120)
         time.sleep(hold_seconds)  # several heartbeats go out to every stream
         open_streams = _metric(url, "qa_notify_open_streams")
         rss_after = rss_kb(pid)
@@ -206,7 +207,7 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20) -> dict:
             "rss_after_mb": round(rss_after / 1024, 1),
             "rss_per_stream_kb": round(per_stream / 1024, 1),
             "redis_connections_web_process": web_redis,
-            "connect_rate_per_second": CONNECT_RATE,
+            "connect_rate_per_second": connect_rate,
             "targets": {"streams": 19_000, "rss_per_stream_kb": 20, "redis_connections": 4},
         }
     finally:
