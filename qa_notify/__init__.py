@@ -26,6 +26,7 @@ def create_app(config: dict | str | None = None) -> Flask:
     register_errorhandlers(app)
     register_input_guards(app)
     register_security_headers(app)
+    register_stream_admission(app)
     register_commands(app)
     return app
 
@@ -170,6 +171,13 @@ def register_security_headers(app: Flask) -> None:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
         return response
+
+
+def register_stream_admission(app: Flask) -> None:
+    """Refuse new streams cheaply while the process drains or is flooded (outermost middleware)."""
+    from .notifications.admission import register_stream_admission as register
+
+    register(app)
 
 
 def register_commands(app: Flask) -> None:

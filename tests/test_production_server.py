@@ -126,13 +126,14 @@ def test_a_reconnect_storm_is_refused_quickly_with_retry_after_then_admitted(app
     """Past SSE_MAX_OPENING streams being opened at once, a new one gets a 503 before any work."""
     client = login_as("ann")
     limit = app.config["SSE_MAX_OPENING"]
-    app.extensions["qa_opening"] = [limit]  # as many opens in progress as the process takes
+    admission = app.extensions["qa_admission"]
+    admission.opening = limit  # as many opens in progress as the process takes
     refused = client.get("/notifications")
     assert refused.status_code == 503
     assert 1 <= int(refused.headers["Retry-After"]) <= 5
     assert "error" in refused.get_json()
-    app.extensions["qa_opening"] = [limit - 1]
+    admission.opening = limit - 1
     admitted = client.get("/notifications", buffered=False)
     assert admitted.status_code == 200 and admitted.mimetype == "text/event-stream"
     admitted.close()
-    assert app.extensions["qa_opening"] == [limit - 1]  # the open counted itself out again
+    assert admission.opening == limit - 1  # the open counted itself out again

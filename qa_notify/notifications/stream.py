@@ -8,7 +8,6 @@ what the workers pushed.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -21,7 +20,7 @@ from flask_login import current_user
 from ..events import bus, sse
 from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
-from ..jsonapi import APIError, api_login_required, error_response
+from ..jsonapi import APIError, api_login_required
 from ..logs import request_id as current_request_id
 from ..webserver import SOCKET_KEY
 from . import bp
@@ -53,41 +52,7 @@ def requested_last_id() -> str | None:
     return raw.strip()
 
 
-def _busy(message: str, retry_after: int):
-    """A 503 that sends the browser (or nginx, which then tries another process) elsewhere."""
-    response = error_response(503, message)
-    response.headers["Retry-After"] = str(retry_after)
-    return response
-
-
-def admit_stream(view):
-    """Refuse a new stream at once, before any work, while this process drains or while
-    ``SSE_MAX_OPENING`` streams are still being opened here (a reconnect storm).
-
-    Opening a stream costs a few milliseconds of CPU (session, user, Redis lease and
-    subscription); when browsers arrive faster than that, a quick 503 with a jittered
-    ``Retry-After`` spreads them out, where queueing them would make every one wait until
-    the Redis pool or the client timed out.
-    """
-
-    @functools.wraps(view)
-    def admitted(*args, **kwargs):
-        if current_app.extensions.get("qa_draining"):
-            return _busy("this server is restarting; reconnecting elsewhere", 1)
-        opening = current_app.extensions.setdefault("qa_opening", [0])
-        if opening[0] >= current_app.config["SSE_MAX_OPENING"]:
-            return _busy("too many streams opening at once; retrying shortly", random.randint(1, 5))
-        opening[0] += 1
-        try:
-            return view(*args, **kwargs)
-        finally:
-            opening[0] -= 1
-
-    return admitted
-
-
-@bp.get("/notifications")
-@admit_stream
+@bp.get("/notifications")  # behind admission.StreamAdmission: refused cheaply in a storm
 @api_login_required
 def notifications_stream():
     """Stream the logged-in user's notifications; only theirs, whatever the query says."""
