@@ -189,8 +189,16 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20, connect_rate: floa
         time.sleep(6)
         pid = web.pid  # bash execs the web server, so this is its pid
         rss_before = rss_kb(pid)
-        fleet = ClientFleet(port_of(url), session_cookies(app, ids), seconds=600, connect_rate=connect_rate)
-        fleet.wait_ready(timeout=streams / connect_rate * 2 + 120)
+        fleet = ClientFleet(
+            port_of(url),
+            session_cookies(app, ids),
+            seconds=600,
+            connect_rate=connect_rate,
+            retry=True,  # like the site's page: a refused stream is tried again with backoff
+            connect_timeout=streams / connect_rate * 2 + 120,
+        )
+        fleet.wait_ready(timeout=streams / connect_rate * 2 + 150)
+        refused = fleet.stats()["refused"]
         time.sleep(hold_seconds)  # several heartbeats go out to every stream
         open_streams = _metric(url, "qa_notify_open_streams")
         rss_after = rss_kb(pid)
@@ -202,6 +210,7 @@ def capacity(streams: int = 19_000, hold_seconds: float = 20, connect_rate: floa
             "connected": fleet.ready,
             "open_after_hold": int(open_streams),
             "connect_errors": fleet.errors,
+            "refused_and_retried": refused,
             "error_sample": fleet.error_samples[:2],
             "rss_before_mb": round(rss_before / 1024, 1),
             "rss_after_mb": round(rss_after / 1024, 1),
