@@ -51,16 +51,21 @@ def cli() -> None:
         raise click.ClickException(str(exc)) from None  # one line, exit status 1
 
 
-@cli.command("web", context_settings={"ignore_unknown_options": True})
+@cli.command("web", context_settings={"ignore_unknown_options": True}, with_appcontext=False)
 @listen_options
 def web(host: str, port: int) -> None:
     """Serve the site with gevent's WSGI server (thousands of open streams per process)."""
+    from qa_notify.metrics import machine
+
+    machine.join(INSTANCE_DIR / "metrics")  # before the app: prometheus_client reads it at import
     from qa_notify.limits import raise_open_file_limit
+    from qa_notify.metrics.instruments import stream_gauges
     from qa_notify.notifications.stream import close_all_streams
     from qa_notify.webserver import make_server
 
     raise_open_file_limit()
     app = create_app()
+    stream_gauges()  # this process serves streams: it reports their count from now on, from zero
     server = make_server(app, host, port)
 
     def stop(drain_seconds: float) -> None:
@@ -84,6 +89,9 @@ def web(host: str, port: int) -> None:
 @click.pass_context
 def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str | None) -> None:
     """Run a Celery worker for the fan-out tasks."""
+    from qa_notify.metrics import machine
+
+    machine.join(INSTANCE_DIR / "metrics")  # the worker and its children, like the web processes
     settings = config_for()
     # With JSON logs, no banner on stdout (--quiet): every line the worker writes is JSON.
     quiet = ["--quiet"] if settings.LOG_FORMAT == "json" else []
@@ -118,8 +126,10 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str | Non
 def run(host: str, port: int, seed: bool) -> None:
     """Start everything: Redis (embedded unless REDIS_URL), migrations, worker, web server."""
     from qa_notify.embedded_redis import EmbeddedRedis
+    from qa_notify.metrics import machine
 
     INSTANCE_DIR.mkdir(exist_ok=True)
+    machine.join(INSTANCE_DIR / "metrics", fresh=True)  # for the children; an earlier run's figures go
     url_file = INSTANCE_DIR / "redis.url"
     embedded = None
     if not os.environ.get("REDIS_URL"):
@@ -171,8 +181,8 @@ def run(host: str, port: int, seed: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=INSTANCE_DIR / "cluster-run",
     show_default="instance/cluster-run",
-    help="where the Valkey nodes, the broker, nginx and beat keep their files (its valkey/, broker/ and nginx/"
-    " are wiped at start); with --port and DATABASE_URL, a second run beside another",
+    help="where the Valkey nodes, the broker, nginx, beat and the metrics keep their files (its valkey/, broker/,"
+    " nginx/ and metrics/ are wiped at start); with --port and DATABASE_URL, a second run beside another",
 )
 def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
     """The scaled-out topology on this machine: a Valkey cluster, a broker, 2 web, 2 workers."""
@@ -180,11 +190,13 @@ def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
 
     from qa_notify.embedded_redis import EmbeddedCluster, free_port
     from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx, start_web
+    from qa_notify.metrics import machine
 
     here = state_dir.resolve()
     for old in ("valkey", "broker", "nginx"):  # ports change every run: a fresh cluster each time
         shutil.rmtree(here / old, ignore_errors=True)
     here.mkdir(parents=True, exist_ok=True)
+    machine.join(here / "metrics", fresh=True)  # every process of the run: web, workers, their children
     cluster = EmbeddedCluster(here / "valkey").start()
     broker_url, broker, broker_line = start_broker(here)
     behind_nginx = nginx_binary() is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ import httpx
 from httpx_sse import connect_sse
 
 REPO = Path(__file__).resolve().parent.parent
+# Each web process keeps its metrics in a directory of its own (shared with the workers given
+# its env), never in the checkout's instance/metrics that a developer's `make run` uses.
+_METRICS = tempfile.TemporaryDirectory(prefix="qa-metrics-")
 
 
 def free_port() -> int:
@@ -45,6 +49,7 @@ class WebProcess:
             "CELERY_BROKER_URL": broker_for(redis_url),
             "SECRET_KEY": "test-secret",
             "WEB_DRAIN_SECONDS": "0",  # stop at once; the drain has tests of its own
+            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=_METRICS.name),
             **{k: str(v) for k, v in settings.items()},
         }
         self.process: subprocess.Popen | None = None
@@ -82,10 +87,12 @@ class WebProcess:
             self.process.wait()
 
     def metric(self, name: str) -> float:
-        for line in httpx.get(self.url + "/metrics").text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise KeyError(name)
+        """Return ``name`` from ``/metrics``: the sum of its series (stream figures have one per process)."""
+        lines = httpx.get(self.url + "/metrics").text.splitlines()
+        values = [float(line.split()[-1]) for line in lines if line.startswith((name + " ", name + "{"))]
+        if not values:
+            raise KeyError(name)
+        return sum(values)
 
     def client(self, username: str | None = None, password: str = "correct-horse-9") -> httpx.Client:
         """Return an httpx client, logged in as ``username`` if given."""

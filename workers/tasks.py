@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 from qa_notify.events import fanout, ingest, outbox
 from qa_notify.extensions import db
 from qa_notify.mail import confirm, scan
+from qa_notify.metrics import instruments
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -71,9 +72,10 @@ def register(celery: Celery) -> None:
     @celery.task(name="workers.relay_outbox", shared=False)
     def relay_outbox() -> int:
         """Re-enqueue outbox events still undelivered after a while (broker away at commit)."""
-        ids = fanout.pending_outbox_ids(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
-        outbox.enqueue_fan_out(ids)
-        return len(ids)
+        rows = fanout.pending_outbox(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
+        instruments.relayed([created_at for _, created_at in rows])
+        outbox.enqueue_fan_out([outbox_id for outbox_id, _ in rows])
+        return len(rows)
 
     @celery.task(name="workers.ingest_external", shared=False)
     def ingest_external() -> int:

@@ -89,6 +89,11 @@ def delivered_marker(user_id: int, notification_id: int) -> str:
     return f"{_user_prefix(user_id)}:sent:{int(notification_id)}"
 
 
+def outbox_started(outbox_id: int) -> str:
+    """Return the key holding when a split fan-out of ``outbox_id`` started (its last batch times it)."""
+    return f"{PREFIX}:started:outbox:{int(outbox_id)}"
+
+
 def outbox_lock(outbox_id: int) -> str:
     """Return the key a worker holds while it fans out outbox row ``outbox_id``."""
     return f"{PREFIX}:lock:outbox:{int(outbox_id)}"

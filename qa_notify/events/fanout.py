@@ -8,7 +8,9 @@ the batch to Redis, where a per-notification marker skips what an earlier try pu
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -16,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..extensions import db
+from ..metrics import instruments
 from ..models import Notification, OutboxEvent, utcnow
 from . import bus, channels
 from .recipients import recipient_batches
@@ -41,7 +44,9 @@ def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
         .where(Notification.outbox_id == event.id, Notification.user_id.in_(user_ids))
         .order_by(Notification.user_id)
     ).all()
-    return bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
+    pushed = bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
+    instruments.pushed(event.created_at, pushed)
+    return pushed
 
 
 def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | None = None) -> int:
@@ -53,6 +58,7 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
     a Redis lock keeps one dispatcher on a row, a progress key marks a split fan-out in
     flight, and every step is idempotent.
     """
+    started = time.time()
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None or event.delivered_at is not None or event.failed_at is not None:
         return 0
@@ -71,11 +77,12 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
             deliver_batch(event, user_ids)
         event.delivered_at = utcnow()
         db.session.commit()
+        instruments.fanned_out(started)
         return sum(len(b) for b in batches)
-    return _fan_out_large(event, batches, enqueue_batch)
+    return _fan_out_large(event, batches, enqueue_batch, started)
 
 
-def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch) -> int:
+def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, started: float) -> int:
     """Many batches: one dispatcher at a time (a Redis lock), in parallel tasks if possible."""
     r = bus.redis_client()
     stall = current_app.config["FANOUT_STALL_SECONDS"]
@@ -88,6 +95,7 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch) 
         db.session.commit()  # never hold the database write lock while batches insert
         if enqueue_batch is not None:
             r.set(channels.outbox_progress(event.id), len(batches), ex=stall)
+            r.set(channels.outbox_started(event.id), started, ex=stall)  # the last batch times the fan-out
             for user_ids in batches:
                 enqueue_batch(event.id, user_ids)
         else:
@@ -96,6 +104,7 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch) 
                 lock.extend(stall, replace_ttl=True)
             event.delivered_at = utcnow()
             db.session.commit()
+            instruments.fanned_out(started)
         return sum(len(b) for b in batches)
     finally:
         try:
@@ -123,23 +132,24 @@ def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
         event.delivered_at = event.delivered_at or utcnow()
         db.session.commit()
         r.delete(key)
+        started = r.getdel(channels.outbox_started(outbox_id))
+        if started is not None:
+            instruments.fanned_out(float(started))
     return pushed
 
 
-def pending_outbox_ids(older_than_seconds: float, limit: int = 500) -> list[int]:
-    """Return outbox rows not yet delivered (nor given up on), older than the given age, oldest first."""
-    from datetime import timedelta
-
+def pending_outbox(older_than_seconds: float, limit: int = 500) -> list[tuple[int, datetime]]:
+    """Return the ids and creation times of outbox rows not yet delivered (nor given up on),
+    older than the given age, oldest first."""
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    return list(
-        db.session.scalars(
-            select(OutboxEvent.id)
-            .where(
-                OutboxEvent.delivered_at.is_(None),
-                OutboxEvent.failed_at.is_(None),
-                OutboxEvent.created_at <= cutoff,
-            )
-            .order_by(OutboxEvent.id)
-            .limit(limit)
+    rows = db.session.execute(
+        select(OutboxEvent.id, OutboxEvent.created_at)
+        .where(
+            OutboxEvent.delivered_at.is_(None),
+            OutboxEvent.failed_at.is_(None),
+            OutboxEvent.created_at <= cutoff,
         )
+        .order_by(OutboxEvent.id)
+        .limit(limit)
     )
+    return [(outbox_id, created_at) for outbox_id, created_at in rows]

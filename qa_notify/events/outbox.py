@@ -8,6 +8,7 @@ Celery task is enqueued for it; if the broker is away, the periodic relay enqueu
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import event as sa_event
@@ -100,6 +101,12 @@ def outbox_counts() -> dict[str, int]:
         )
         or 0,
     }
+
+
+def oldest_undelivered() -> datetime | None:
+    """Return when the oldest event still waiting for delivery (not failed) was created, or None."""
+    waiting = (OutboxEvent.delivered_at.is_(None), OutboxEvent.failed_at.is_(None))
+    return db.session.scalar(select(func.min(OutboxEvent.created_at)).where(*waiting))
 
 
 def retry_failed(outbox_id: int) -> bool:

@@ -21,12 +21,14 @@ import contextlib
 import logging
 import re
 import smtplib
+import time
 from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import delete, func, select, update
 
 from ..extensions import db, mail
+from ..metrics import instruments
 from ..models import EmailMessage, Notification, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ def hand_over(message) -> None:
     problem = settings_problem(current_app.config)
     if problem:
         raise NotHandedOver(problem)
+    started = time.monotonic()
     try:
         connection = mail.get_connection()
         connection.open()  # connect, STARTTLS, login: nothing has been sent yet
@@ -85,6 +88,7 @@ def hand_over(message) -> None:
         # After the data was taken, a failed QUIT changes nothing.
         with contextlib.suppress(OSError, smtplib.SMTPException):
             connection.close()
+    instruments.EMAIL_SEND.observe(time.monotonic() - started)
 
 
 def _where() -> str:
@@ -197,7 +201,8 @@ def abandon_stale(grace_seconds: float, limit: int = 1000) -> int:
 
 
 def email_counts() -> dict[str, int]:
-    """Return how many emails are ``sending`` and ``abandoned`` (for /metrics; the status index keeps it cheap)."""
+    """Return how many emails are ``sending`` and ``abandoned`` (the status index keeps it cheap),
+    and how many users wait for the retry of an email the server did not take (for /metrics)."""
     rows = db.session.execute(
         select(EmailMessage.status, func.count())
         .where(EmailMessage.status.in_(("sending", "abandoned")))
@@ -205,4 +210,6 @@ def email_counts() -> dict[str, int]:
     )
     counts = {"sending": 0, "abandoned": 0}
     counts.update({status: int(n) for status, n in rows})
+    retrying = select(func.count()).select_from(User).where(User.email_retry_at.is_not(None))
+    counts["retrying"] = db.session.scalar(retrying) or 0
     return counts

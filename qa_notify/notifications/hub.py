@@ -29,6 +29,7 @@ from redis.exceptions import MovedError
 from ..events import channels
 from ..events.bus import StreamEvent, parse_live_message
 from ..events.connections import is_cluster_client, owner_of, refresh_topology, subscriber_connection
+from ..metrics import instruments
 from .quota import StreamQuota
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Hub:
         self._keeper: threading.Thread | None = None
         self._stopping = False
         self.cut_off_count = 0
+        self._gauges = instruments.stream_gauges()
         self._release_later: deque[tuple[int, str]] = deque()
 
     # -- used by streams ------------------------------------------------------------------
@@ -173,6 +175,7 @@ class Hub:
             with self._lock:
                 first = user_id not in self._subs
                 self._subs.setdefault(user_id, set()).add(sub)
+                self._gauges.opened(first)
                 waiter = None
                 if first or channel not in self._confirmed:
                     waiter = self._waiters.setdefault(channel, threading.Event())
@@ -197,6 +200,7 @@ class Hub:
             if not subs or sub not in subs:
                 return
             subs.discard(sub)
+            self._gauges.closed(not subs)
             if not subs:
                 del self._subs[sub.user_id]
                 self._unsubscribe(channels.user_channel(sub.user_id))
@@ -297,6 +301,7 @@ class Hub:
     def _lost(self, shard: _Shard) -> None:
         """The connection broke: cut its channels, find their owners again, re-subscribe them."""
         shard.connected.clear()
+        self._report_connections()
         with self._lock:
             shard.commands.clear()
             shard.unsubscribing.clear()  # a new connection starts with no subscription at all
@@ -330,12 +335,14 @@ class Hub:
                 if not shard.channels and not shard.retired:
                     shard.retired = True  # its thread ends; a later subscribe makes a new one
             self._shards = {a: s for a, s in self._shards.items() if not s.retired}
+        self._report_connections()
 
     def _listen(self, shard: _Shard) -> None:
         conn = subscriber_connection(self.client, shard.address)
         conn.connect()
         try:
             shard.connected.set()
+            self._report_connections()
             while not self._stopping and not shard.retired:
                 self._flush_commands(shard, conn)
                 if not conn.can_read(timeout=self.POLL_SECONDS):
@@ -356,7 +363,11 @@ class Hub:
                         break
         finally:
             shard.connected.clear()
+            self._report_connections()
             conn.disconnect()
+
+    def _report_connections(self) -> None:
+        self._gauges.connections(self.is_connected(), self.connection_count())
 
     def _flush_commands(self, shard: _Shard, conn: redis.Connection) -> None:
         if not shard.commands:
@@ -430,6 +441,7 @@ class Hub:
         """Drop a subscription whose client stopped reading; unblock its stuck writer."""
         log.info("cutting off a slow stream of user %s", sub.user_id)
         self.cut_off_count += 1
+        instruments.SLOW_CONSUMERS.inc()
         self.detach(sub, release_now=False)
         owner = sub.owner
         if owner is not None:

@@ -22,6 +22,7 @@ from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required
 from ..logs import request_id as current_request_id
+from ..metrics.instruments import STREAM_SENT
 from ..webserver import SOCKET_KEY
 from . import bp
 from .hub import GAP, Hub, Subscription, TooManyStreams
@@ -174,6 +175,8 @@ def _event_stream(
                         continue  # already sent from the backlog
                     yield frame(event)
                     last, last_id = key, event.id
+                    if item is not GAP:  # live, not a catch-up: time from its write to Redis until sent
+                        STREAM_SENT.observe_since_ms(key[0])
     except redis.RedisError:
         log.info(
             "stream of user %s ended: Redis unavailable during catch-up",

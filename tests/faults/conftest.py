@@ -81,6 +81,7 @@ class FaultStack:
             "OUTBOX_RELAY_AGE_SECONDS": "1",
             "FANOUT_STALL_SECONDS": "5",
             "CELERY_VISIBILITY_TIMEOUT": "5",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),  # the stack's processes are one machine
             # As docs/deployment.md advises for a cluster with replicas.
             **({"REDIS_WAIT_REPLICAS": "1"} if cluster else {}),
         }
