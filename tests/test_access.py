@@ -29,6 +29,7 @@ ROUTES = [
     ("GET", "/api/notifications/poll?timeout=0", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("GET", "/api/admin/deliveries/failed", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
     ("POST", "/api/admin/deliveries/{question}/retry", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 404}),
+    ("GET", "/api/admin/live", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
 ]
 
 
@@ -64,7 +65,7 @@ def test_access_matrix(role, method, path, body, expected, world, api, login_as)
         assert "error" in resp.get_json()
 
 
-@pytest.mark.parametrize("path", ["/inbox", "/preferences", "/ask", "/admin", "/admin/deliveries"])
+@pytest.mark.parametrize("path", ["/inbox", "/preferences", "/ask", "/admin", "/admin/deliveries", "/admin/live"])
 def test_pages_send_anonymous_visitors_to_login(path, api):
     resp = api.get(path)
     assert resp.status_code == 302 and "/login" in resp.headers["Location"]
@@ -74,6 +75,8 @@ def test_admin_pages_are_forbidden_to_members(login_as):
     member = login_as("member")
     assert member.get("/admin").status_code == 403
     assert member.get("/admin/deliveries").status_code == 403
+    assert member.get("/admin/live").status_code == 403
+    assert login_as("mod", "moderator").get("/admin/live").status_code == 403
 
 
 @pytest.mark.parametrize("header", [None, "not-a-token"])

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("admin", __name__)
 
-from . import api, deliveries, views  # noqa: E402, F401  (routes register themselves on bp)
+from . import api, deliveries, live, views  # noqa: E402, F401  (routes register themselves on bp)
