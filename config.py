@@ -88,7 +88,8 @@ class Config:
     SSE_MAX_STREAMS_PER_USER = _env_int("SSE_MAX_STREAMS_PER_USER", 10)
     SSE_BUFFER_SIZE = _env_int("SSE_BUFFER_SIZE", 256)
     # Streams being opened at once in one web process (session, user, lease, subscription);
-    # beyond it a new stream gets a 503 with Retry-After at once (a reconnect storm).
+    # at this many the server stops accepting connections until one is open: a reconnect
+    # storm waits in the kernel's accept queue instead of queueing work in the process.
     SSE_MAX_OPENING = _env_int("SSE_MAX_OPENING", 200)
     # A stream's claim on the per-user quota lapses this long after its process stops renewing it.
     SSE_LEASE_SECONDS = _env_float("SSE_LEASE_SECONDS", 60.0)

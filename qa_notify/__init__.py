@@ -174,7 +174,7 @@ def register_security_headers(app: Flask) -> None:
 
 
 def register_stream_admission(app: Flask) -> None:
-    """Refuse new streams cheaply while the process drains or is flooded (outermost middleware)."""
+    """Refuse new streams cheaply while the process drains (outermost middleware)."""
     from .notifications.admission import register_stream_admission as register
 
     register(app)

@@ -42,6 +42,7 @@ class LeanHandler(WSGIHandler):
         # the client's delayed ACK of the first (40 ms on Linux).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._waiting = False
+        self._opening = False
         super().__init__(sock, address, server, rfile if rfile is not None else sock.makefile("rb", READ_BUFFER))
 
     def handle_one_request(self):
@@ -64,10 +65,27 @@ class LeanHandler(WSGIHandler):
         self.socket.settimeout(None)
         return result
 
+    def run_application(self):
+        """Call the application (and, through ``process_result``, send its answer)."""
+        self._opening = self.path.partition("?")[0] == self.server.stream_path
+        if self._opening:
+            self.server.opening_started()
+        try:
+            super().run_application()
+        finally:
+            self._opened()
+
     def process_result(self):
         """Send the response, having first dropped what only served to call the application."""
+        self._opened()
         self._forget_request()
         super().process_result()
+
+    def _opened(self) -> None:
+        """The application has answered (a stream is attached and sends from now on)."""
+        if self._opening:
+            self._opening = False
+            self.server.opening_done()
 
     def _forget_request(self) -> None:
         """Drop the parsed request headers and all but a few keys of the environ.
@@ -126,16 +144,47 @@ def in_own_greenlet(app: Flask):
     return application
 
 
-def make_server(app: Flask, host: str, port: int) -> WSGIServer:
+class LeanServer(WSGIServer):
+    """pywsgi's server that stops accepting connections while ``max_opening`` streams are being
+    opened (a reconnect storm), and starts again as soon as one is open.
+
+    Opening a stream costs a few milliseconds of CPU (session, user, Redis lease and
+    subscription). When browsers arrive faster than that, accepting them all only queues
+    work in the process, until the Redis pool or the clients time out; refusing them (503)
+    costs CPU too. Not accepting leaves them in the kernel's accept queue (``backlog``) at
+    no cost, and the process takes them in as fast as it can open their streams. Only
+    stream openings count: a request in progress elsewhere (a long poll) never stops it.
+    """
+
+    stream_path = "/notifications"
+    max_opening = 200
+    opening = 0
+
+    def full(self) -> bool:
+        """Checked by gevent before each accept: True stops accepting (see ``opening_done``)."""
+        return self.opening >= self.max_opening
+
+    def opening_started(self) -> None:
+        self.opening += 1
+
+    def opening_done(self) -> None:
+        self.opening -= 1
+        # gevent stopped accepting when ``full()``; without a pool nothing else starts it again.
+        if self.opening < self.max_opening and self._watcher is None and self._timer is None:
+            self._start_accepting_if_started()
+
+
+def make_server(app: Flask, host: str, port: int) -> LeanServer:
     """A gevent WSGI server for ``app`` with a deep accept queue (after a restart thousands of
-    browsers reconnect at once) and the header deadline and cap from the app's settings.
+    browsers reconnect at once), the header deadline and cap, and the cap on streams being
+    opened at once, from the app's settings.
 
     Connections are served by raw greenlets (``spawn_raw``): a ``gevent.Greenlet`` per
     connection also kept its spawning stack and a dict, and a deeper saved C stack (~0.7 KB).
     Without a pool ``stop()`` never killed handlers anyway, and ``gevent.kill`` (a stalled
     stream being cut off) works on raw greenlets too.
     """
-    server = WSGIServer(
+    server = LeanServer(
         (host, port),
         in_own_greenlet(app),
         log=None,  # the app writes the access lines (qa_notify.logs), one per request
@@ -148,4 +197,5 @@ def make_server(app: Flask, host: str, port: int) -> WSGIServer:
     server.header_timeout = app.config["WEB_HEADER_TIMEOUT_SECONDS"]
     server.max_waiting = app.config["WEB_MAX_PENDING_CONNECTIONS"]
     server.waiting = {}  # handlers waiting for request headers, oldest first
+    server.max_opening = app.config["SSE_MAX_OPENING"]
     return server

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -19,7 +21,7 @@ import pytest
 
 from qa_notify.local_cluster import WEB_UNIT, unit_command
 
-from .live import WebProcess
+from .live import REPO, WebProcess, free_port
 
 HEADER_TIMEOUT_S = 2
 DRAIN_S = 6
@@ -122,18 +124,52 @@ def test_sigterm_drains_streams_end_with_a_reconnect_hint_and_readyz_turns_503(p
     assert production.process.wait(DRAIN_S + 15) == 0
 
 
-def test_a_reconnect_storm_is_refused_quickly_with_retry_after_then_admitted(app, login_as):
-    """Past SSE_MAX_OPENING streams being opened at once, a new one gets a 503 before any work."""
-    client = login_as("ann")
-    limit = app.config["SSE_MAX_OPENING"]
-    admission = app.extensions["qa_admission"]
-    admission.opening = limit  # as many opens in progress as the process takes
-    refused = client.get("/notifications")
-    assert refused.status_code == 503
-    assert 1 <= int(refused.headers["Retry-After"]) <= 5
-    assert "error" in refused.get_json()
-    admission.opening = limit - 1
-    admitted = client.get("/notifications", buffered=False)
-    assert admitted.status_code == 200 and admitted.mimetype == "text/event-stream"
-    admitted.close()
-    assert admission.opening == limit - 1  # the open counted itself out again
+SLOW_OPENING_SERVER = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from flask import Flask
+from qa_notify.webserver import make_server
+app = Flask("slow")
+app.config.update(WEB_HEADER_TIMEOUT_SECONDS=10, WEB_MAX_PENDING_CONNECTIONS=100, SSE_MAX_OPENING=1)
+@app.get("/notifications")
+def opening_slowly():
+    print("opening", flush=True)
+    gevent.sleep(1.5)  # a stream that takes long to open (a busy process)
+    return "opened"
+@app.get("/healthz")
+def healthz():
+    return "ok"
+server = make_server(app, "127.0.0.1", int(sys.argv[1]))
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+
+def test_a_process_busy_opening_streams_stops_accepting_until_one_is_open(tmp_path):
+    """With SSE_MAX_OPENING streams being opened, new connections wait in the kernel's queue
+    (no CPU spent on them) and are taken in as soon as one stream is open."""
+    port = free_port()
+    script = tmp_path / "slow_server.py"
+    script.write_text(SLOW_OPENING_SERVER)
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        answered: dict[str, float] = {}
+
+        def get(name: str, path: str) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                assert client.get(path).status_code == 200
+            answered[name] = time.monotonic()
+
+        opening = threading.Thread(target=get, args=("stream", "/notifications"))
+        opening.start()
+        assert proc.stdout.readline().strip() == "opening"  # the one stream is being opened
+        other = threading.Thread(target=get, args=("page", "/healthz"))
+        other.start()
+        opening.join(30)
+        other.join(30)
+        # The page's connection was not taken in while the stream was opening.
+        assert answered["page"] >= answered["stream"] - 0.05
+    finally:
+        proc.kill()
+        proc.wait()
