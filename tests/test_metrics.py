@@ -231,6 +231,11 @@ def test_join_names_a_default_directory_for_the_children_and_a_fresh_run_starts_
     (path / "counter_999999999.db").write_bytes(b"")  # an earlier run's
     assert machine.join(path, fresh=True) == path
     assert os.environ[machine.ENV] == str(path) and not list(path.glob("*.db"))
+    # A dead process's open streams under the pid this process now has are not its own.
+    stale = path / f"gauge_liveall_{os.getpid()}.db"
+    stale.write_bytes(b"")
+    machine.join(path)
+    assert not stale.exists()
     monkeypatch.setenv(machine.ENV, str(tmp_path / "given"))
     assert machine.join(path) == tmp_path / "given"  # an operator's choice wins
 

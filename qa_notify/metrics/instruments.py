@@ -8,6 +8,7 @@ gathered in plain integers and handed to Prometheus once a second (``BulkHistogr
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from bisect import bisect_left
@@ -137,6 +138,7 @@ class BulkHistogram:
             # A greenlet under gevent's monkey patching, a thread otherwise.
             self._flusher = threading.Thread(target=self._flush_forever, name="qa-notify-metrics", daemon=True)
         self._flusher.start()
+        atexit.register(self.flush)  # the last second's, when the process stops
 
     def _flush_forever(self) -> None:
         while True:

@@ -51,6 +51,9 @@ def join(default: Path, *, fresh: bool = False) -> Path:
     if fresh:
         for old in path.glob("*.db"):
             old.unlink(missing_ok=True)
+    # Gauges under this pid are a dead process's whose pid came round again: they would be
+    # this process's starting values. (Its counters may go on where that one's stopped.)
+    leave(os.getpid(), path)
     sweep(path, compact=True)
     atexit.register(leave)
     return path
