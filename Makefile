@@ -2,19 +2,29 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# Every package pinned, with the hashes of its files; `make lock` writes them from pyproject.toml.
+LOCK := requirements/test.lock
+BENCH_LOCK := requirements/bench.lock
 STAMP := $(VENV)/.installed-test
 BENCH_STAMP := $(VENV)/.installed-bench
+# The fast tests on the lowest versions pyproject.toml allows, in a venv of their own.
+LOWEST := .venv-lowest
 
-.PHONY: install run run-cluster test test-cluster test-faults test-browser bench lint format clean
+.PHONY: install run run-cluster test test-cluster test-faults test-browser test-lowest bench lint format \
+	lock lock-upgrade clean
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions, each file checked against its hash, then the project itself;
+# pip check fails when pyproject.toml asks for something the lock does not give.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check || { echo "pyproject.toml and $(LOCK) disagree: run make lock"; exit 1; }
 	touch $(STAMP)
 
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+$(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
+	$(PY) -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
 	touch $(BENCH_STAMP)
 
 install: $(STAMP)
@@ -41,6 +51,17 @@ test-faults: $(STAMP)
 test-browser: $(STAMP)
 	$(PY) -m pytest tests/browser
 
+# Direct dependencies at the lowest versions pyproject.toml allows (theirs at the newest
+# that fit), so its minimums are true. The contract suite without its slowest files: the
+# fault and browser suites, and the property and fuzz tests, which test our code, not theirs.
+LOWEST_TESTS := --ignore=tests/faults --ignore=tests/browser --ignore=tests/test_fuzz.py \
+	--ignore=tests/test_routing_property.py
+test-lowest: $(STAMP)
+	rm -rf $(LOWEST)
+	UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python $(PYTHON) $(LOWEST)
+	$(UV) pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
+	$(LOWEST)/bin/python -m pytest -p no:cacheprovider $(LOWEST_TESTS)
+
 bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
@@ -52,5 +73,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# After changing dependencies in pyproject.toml. Locks for Python 3.11+ on any platform,
+# with every file's hash; keeps each pin that is still allowed (lock-upgrade moves all to
+# the newest). The bench lock pins what the test lock pins. Needs only the tools of the
+# current lock, not the project, so it works while the two disagree.
+LOCK_FLAGS = --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(UPGRADE)
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	test -x $(UV) || $(PY) -m pip install --quiet uv  # a lock without uv (the very first)
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra test -o $(LOCK)
+	$(UV) pip compile $(LOCK_FLAGS) pyproject.toml --extra test --extra bench -c $(LOCK) -o $(BENCH_LOCK)
+
+lock-upgrade: UPGRADE := --upgrade
+lock-upgrade: lock
+
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOWEST) instance .pytest_cache
