@@ -62,14 +62,20 @@ class WebProcess:
     def start(self) -> WebProcess:
         from qa_notify.local_cluster import start_web
 
-        self.process = start_web(self.port, self.env, **self.popen)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        for _ in range(3):
+            self.process = start_web(self.port, self.env, **self.popen)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.process.poll() is None:
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=1).status_code in (200, 503):
+                        return self
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            if self.process.poll() is None:
+                break  # running but not answering: no port clash, a real failure
+            # It exited: most often its port was taken between free_port() and its bind (a
+            # client connection of some process got it as its own port). Another port.
+            self.port = free_port()
         raise RuntimeError("web process did not start")
 
     def stop(self) -> None:
