@@ -223,7 +223,11 @@ class OutboxEvent(db.Model):
     """
 
     __tablename__ = "outbox_events"
-    __table_args__ = (UniqueConstraint("source_key", name="uq_outbox_source_key"),)
+    __table_args__ = (
+        UniqueConstraint("source_key", name="uq_outbox_source_key"),
+        # The rows waiting for delivery, in id order: what a drain claims and the relay counts.
+        Index("ix_outbox_events_waiting", "delivered_at", "failed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_type: Mapped[str] = mapped_column(String(32))
@@ -245,6 +249,11 @@ class OutboxEvent(db.Model):
     # Notifications of one group (same key, all unread) show as one inbox item ("bob and 4
     # others answered ..."); None: the event is a group of its own. Set once, at emit time.
     group_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # A drain task's claim (see events.drain): no other drain takes the row before
+    # ``claimed_until``; the same task, redelivered after its worker died, takes it again.
+    # After a failed try it holds the row back until the next try is due.
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Notification(db.Model):

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that run the fan-out, the outbox relay, external ingestion and email."""
+"""Celery tasks: thin wrappers that run the outbox drain and fan-out, the relay, external ingestion and email."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from celery import Celery
 from flask import current_app
 from sqlalchemy.exc import OperationalError
 
-from qa_notify.events import fanout, ingest, outbox
+from qa_notify.events import drain, fanout, ingest, outbox
 from qa_notify.extensions import db
 from qa_notify.mail import confirm, scan
 from qa_notify.metrics import instruments
@@ -38,8 +38,9 @@ def delivery_attempt(outbox_id: int):
 
     A passing outage (Redis or the database away) rolls back and re-raises, so Celery
     retries with backoff. Anything else is a fault of this event or a bug: it is logged and
-    counted on the row, which is marked failed after OUTBOX_MAX_FAILURES tries and then
-    left alone, so one poison event can never hold up the others.
+    counted on the row, which waits OUTBOX_RELAY_AGE_SECONDS for its next try, is marked
+    failed after OUTBOX_MAX_FAILURES tries and then left alone, so one poison event can
+    never hold up the others.
     """
     try:
         yield
@@ -48,33 +49,48 @@ def delivery_attempt(outbox_id: int):
         raise
     except Exception as exc:
         log.exception("delivering outbox %s failed", outbox_id)
-        if outbox.record_failure(outbox_id, exc, current_app.config["OUTBOX_MAX_FAILURES"]):
+        cfg = current_app.config
+        if outbox.record_failure(outbox_id, exc, cfg["OUTBOX_MAX_FAILURES"], cfg["OUTBOX_RELAY_AGE_SECONDS"]):
             log.error("outbox %s marked failed; it is listed on the admin page until retried", outbox_id)
 
 
 def register(celery: Celery) -> None:
     """Register qa_notify's tasks on ``celery``."""
 
-    @celery.task(name="workers.fan_out_event", **DELIVERY_TASK)
-    def fan_out_event(outbox_id: int) -> int:
-        """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
+    def fan_out_alone(outbox_id: int) -> int:
+        """Deliver one outbox event by itself (idempotent); a large audience in parallel batches."""
         with delivery_attempt(outbox_id):
             return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: deliver_batch.apply_async(args=[oid, ids]))
         return 0
 
+    @celery.task(name="workers.drain_outbox", bind=True, **DELIVERY_TASK)
+    def drain_outbox(self) -> int:
+        """Deliver the waiting outbox events many at a time (see qa_notify.events.drain)."""
+        return drain.drain_outbox(
+            self.request.id,
+            deliver_alone=fan_out_alone,
+            fan_out_apart=lambda outbox_id: fan_out_event.apply_async(args=[outbox_id]),
+        )
+
+    @celery.task(name="workers.fan_out_event", **DELIVERY_TASK)
+    def fan_out_event(outbox_id: int) -> int:
+        """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
+        return fan_out_alone(outbox_id)
+
     @celery.task(name="workers.deliver_batch", **DELIVERY_TASK)
     def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
-        """Deliver one batch of a large fan-out (idempotent)."""
+        """Deliver one batch of a split fan-out (idempotent); the last marks the event delivered."""
         with delivery_attempt(outbox_id):
-            return fanout.finish_batch(outbox_id, user_ids)
+            return fanout.deliver_batch(outbox_id, user_ids)
         return 0
 
     @celery.task(name="workers.relay_outbox", shared=False)
     def relay_outbox() -> int:
-        """Re-enqueue outbox events still undelivered after a while (broker away at commit)."""
+        """Drain the outbox if events wait too long (the broker was away at commit, a drain died)."""
         rows = fanout.pending_outbox(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
         instruments.relayed([created_at for _, created_at in rows])
-        outbox.enqueue_fan_out([outbox_id for outbox_id, _ in rows])
+        if rows:
+            drain.request_drain(force=True)
         return len(rows)
 
     @celery.task(name="workers.ingest_external", shared=False)

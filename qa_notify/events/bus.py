@@ -152,20 +152,35 @@ def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipient
 
     Return how many were pushed now (those already pushed by an earlier try are skipped).
     """
+    return push_events(r, [(event_type, payload, recipients)])[0]
+
+
+def push_events(r: redis.Redis, events: list[tuple[str, dict, list[tuple[int, int]]]]) -> list[int]:
+    """Push several events, each ``(type, payload, recipients)``, in one pipeline per Redis master.
+
+    Each user gets their events in the order given. Return how many of each event's
+    recipients were pushed now (those already pushed by an earlier try are skipped).
+    """
     cfg = current_app.config
-    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    common = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
-    calls = []
-    for group in channels.by_partition(recipients):
-        for start in range(0, len(group), SCRIPT_CHUNK):
-            keys: list[str] = []
-            args: list = list(common)
-            for user_id, notification_id in group[start : start + SCRIPT_CHUNK]:
-                keys += [channels.user_stream(user_id), channels.delivered_marker(user_id, notification_id)]
-                args += [channels.user_channel(user_id), int(notification_id)]
-            calls.append((keys, args))
-    pushed = eval_many(r, _DELIVER_LUA, calls, cfg["REDIS_WAIT_REPLICAS"], cfg["REDIS_WAIT_TIMEOUT_MS"])
-    return sum(int(n) for n in pushed)
+    calls, owners = [], []
+    for index, (event_type, payload, recipients) in enumerate(events):
+        data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+        common = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
+        for group in channels.by_partition(recipients):
+            for start in range(0, len(group), SCRIPT_CHUNK):
+                keys: list[str] = []
+                args: list = list(common)
+                for user_id, notification_id in group[start : start + SCRIPT_CHUNK]:
+                    keys += [channels.user_stream(user_id), channels.delivered_marker(user_id, notification_id)]
+                    args += [channels.user_channel(user_id), int(notification_id)]
+                calls.append((keys, args))
+                owners.append(index)
+    pushed = [0] * len(events)
+    if calls:
+        results = eval_many(r, _DELIVER_LUA, calls, cfg["REDIS_WAIT_REPLICAS"], cfg["REDIS_WAIT_TIMEOUT_MS"])
+        for index, count in zip(owners, results, strict=True):
+            pushed[index] += int(count)
+    return pushed
 
 
 def eval_many(

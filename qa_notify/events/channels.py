@@ -104,6 +104,11 @@ def outbox_progress(outbox_id: int) -> str:
     return f"{PREFIX}:progress:outbox:{int(outbox_id)}"
 
 
+def outbox_drain_queued() -> str:
+    """Return the flag saying a drain task is queued and not yet started (see events.drain)."""
+    return f"{PREFIX}:outbox:drain-queued"
+
+
 def user_id_from_channel(channel: str) -> int | None:
     """Return the user id encoded in a ``user_channel`` name, or None for other channels."""
     parts = channel.split(":")

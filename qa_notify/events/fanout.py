@@ -1,8 +1,9 @@
-"""Turn one outbox row into inbox rows and live pushes for every recipient, exactly once.
+"""Turn outbox rows into inbox rows and live pushes for every recipient, exactly once.
 
-Called by the Celery tasks in ``workers``. Each batch first inserts inbox rows (a unique
-(user, outbox) constraint makes a retried batch insert nothing new), commits, then pushes
-the batch to Redis, where a per-notification marker skips what an earlier try pushed.
+Called by the Celery tasks in ``workers`` for one row, and by ``drain`` for many small rows
+at once. Each batch first inserts inbox rows (a unique (user, outbox) constraint makes a
+retried batch insert nothing new), commits, then pushes the batch to Redis, where a
+per-notification marker skips what an earlier try pushed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -33,27 +34,44 @@ def _insert_ignoring_duplicates():
     return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
-def deliver_batch(event: OutboxEvent, user_ids: list[int]) -> int:
-    """Store and push ``event`` for ``user_ids``; return how many were pushed live now."""
+def store_and_push(deliveries: list[tuple[OutboxEvent, list[int]]]) -> int:
+    """Store each ``(event, user ids)`` pair's inbox rows in one insert and one commit, then
+    push them all in one pipeline per Redis master; return how many were pushed live now.
+
+    ``event`` is an outbox row, or any row with its ``id``, ``event_type``, ``payload``
+    and ``created_at``.
+    """
     now = utcnow()
-    rows = [{"user_id": uid, "outbox_id": event.id, "created_at": now} for uid in user_ids]
+    rows = [{"user_id": uid, "outbox_id": event.id, "created_at": now} for event, uids in deliveries for uid in uids]
+    if not rows:
+        return 0
     db.session.execute(_insert_ignoring_duplicates(), rows)
-    db.session.commit()
-    pairs = db.session.execute(
-        select(Notification.user_id, Notification.id)
-        .where(Notification.outbox_id == event.id, Notification.user_id.in_(user_ids))
+    stored = db.session.execute(
+        select(Notification.outbox_id, Notification.user_id, Notification.id)
+        .where(
+            Notification.outbox_id.in_({event.id for event, _ in deliveries}),
+            Notification.user_id.in_({row["user_id"] for row in rows}),
+        )
         .order_by(Notification.user_id)
     ).all()
-    pushed = bus.push_notifications(bus.redis_client(), event.event_type, event.payload, [tuple(p) for p in pairs])
-    instruments.pushed(event.created_at, pushed)
-    return pushed
+    db.session.commit()
+    wanted = {(row["outbox_id"], row["user_id"]) for row in rows}
+    recipients: dict[int, list[tuple[int, int]]] = {}
+    for outbox_id, user_id, notification_id in stored:
+        if (outbox_id, user_id) in wanted:
+            recipients.setdefault(outbox_id, []).append((user_id, notification_id))
+    events = [(event.event_type, event.payload, recipients.get(event.id, [])) for event, _ in deliveries]
+    pushed = bus.push_events(bus.redis_client(), events)
+    for (event, _), count in zip(deliveries, pushed, strict=True):
+        instruments.pushed(event.created_at, count)
+    return sum(pushed)
 
 
 def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | None = None) -> int:
     """Deliver outbox row ``outbox_id`` to all its recipients; return the number reached.
 
     With ``enqueue_batch``, an audience of more than one batch is split into batch tasks
-    that workers run in parallel (``finish_batch`` marks the row delivered after the last);
+    that workers run in parallel (``deliver_batch`` marks the row delivered after the last);
     otherwise the batches run here, one after another. Safe to run twice or concurrently:
     a Redis lock keeps one dispatcher on a row, a progress key marks a split fan-out in
     flight, and every step is idempotent.
@@ -73,8 +91,7 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
     if len(batches) <= 1:
         # The common case, kept to a minimum of round trips: a concurrent duplicate run is
         # harmless (unique inbox rows, per-notification push markers), so no lock.
-        for user_ids in batches:
-            deliver_batch(event, user_ids)
+        store_and_push([(event, user_ids) for user_ids in batches])
         event.delivered_at = utcnow()
         db.session.commit()
         instruments.fanned_out(started)
@@ -100,7 +117,7 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
                 enqueue_batch(event.id, user_ids)
         else:
             for user_ids in batches:
-                deliver_batch(event, user_ids)
+                store_and_push([(event, user_ids)])
                 lock.extend(stall, replace_ttl=True)
             event.delivered_at = utcnow()
             db.session.commit()
@@ -113,12 +130,12 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
             log.debug("outbox lock %s was already gone", event.id)
 
 
-def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
+def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
     """Deliver one batch of a split fan-out; the last batch marks the outbox row delivered."""
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None:
         return 0
-    pushed = deliver_batch(event, user_ids)
+    pushed = store_and_push([(event, user_ids)])
     r = bus.redis_client()
     key = channels.outbox_progress(outbox_id)
     left = r.decr(key)
@@ -139,15 +156,17 @@ def finish_batch(outbox_id: int, user_ids: list[int]) -> int:
 
 
 def pending_outbox(older_than_seconds: float, limit: int = 500) -> list[tuple[int, datetime]]:
-    """Return the ids and creation times of outbox rows not yet delivered (nor given up on),
-    older than the given age, oldest first."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    """Return the ids and creation times of outbox rows not yet delivered (nor given up on,
+    nor held by a drain), older than the given age, oldest first."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=older_than_seconds)
     rows = db.session.execute(
         select(OutboxEvent.id, OutboxEvent.created_at)
         .where(
             OutboxEvent.delivered_at.is_(None),
             OutboxEvent.failed_at.is_(None),
             OutboxEvent.created_at <= cutoff,
+            or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
         )
         .order_by(OutboxEvent.id)
         .limit(limit)

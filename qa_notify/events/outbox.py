@@ -2,15 +2,14 @@
 
 The event is written to the outbox table in the same transaction as the question, answer
 or broadcast that caused it, so a rolled-back change notifies nobody. After the commit a
-Celery task is enqueued for it; if the broker is away, the periodic relay enqueues it later.
+worker is asked to drain the outbox (``drain.request_drain``); if the broker is away, the
+periodic relay asks again later.
 """
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from flask import current_app
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,9 +17,9 @@ from sqlalchemy.orm import Session
 from .. import strictjson
 from ..extensions import db
 from ..models import OutboxEvent, utcnow
+from .drain import request_drain
 from .types import Event, event_type_of
 
-log = logging.getLogger(__name__)
 _PENDING_KEY = "qa_notify_outbox_pending"
 
 
@@ -51,22 +50,9 @@ def emit(event: Event, audience: dict, actor_id: int | None = None, source_key: 
     return row
 
 
-def enqueue_fan_out(outbox_ids: list[int]) -> None:
-    """Hand outbox rows to the workers; a broker failure is logged, the relay retries later."""
-    if not outbox_ids:
-        return
-    task = current_app.extensions["celery"].tasks["workers.fan_out_event"]
-    for outbox_id in outbox_ids:
-        try:
-            task.apply_async(args=[outbox_id], retry=False)
-        except Exception:  # the broker being away must never fail the user's request
-            log.warning("could not enqueue outbox %s now; the relay will retry", outbox_id, exc_info=True)
-
-
 def _after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, [])
-    if pending:
-        enqueue_fan_out(pending)
+    if session.info.pop(_PENDING_KEY, None):
+        request_drain()
 
 
 def _after_rollback(session: Session) -> None:
@@ -114,17 +100,18 @@ def retry_failed(outbox_id: int) -> bool:
     row = db.session.get(OutboxEvent, outbox_id)
     if row is None or row.failed_at is None:
         return False
-    row.failed_at, row.failures, row.last_error = None, 0, None
+    row.failed_at, row.failures, row.last_error, row.claimed_until = None, 0, None, None
     db.session.info.setdefault(_PENDING_KEY, []).append(row.id)
     db.session.commit()
     return True
 
 
-def record_failure(outbox_id: int, error: BaseException, max_failures: int) -> bool:
+def record_failure(outbox_id: int, error: BaseException, max_failures: int, retry_after: float = 0) -> bool:
     """Count a failed delivery attempt of ``outbox_id``; return True once it is marked failed.
 
     At ``max_failures`` the row is marked failed: the relay stops re-enqueueing it, so a
-    poison event costs a few tries and never holds up the rows behind it.
+    poison event costs a few tries and never holds up the rows behind it. Until then no
+    drain takes it again for ``retry_after`` seconds.
     """
     db.session.rollback()
     row = db.session.get(OutboxEvent, outbox_id)
@@ -134,5 +121,6 @@ def record_failure(outbox_id: int, error: BaseException, max_failures: int) -> b
     row.last_error = f"{type(error).__name__}: {error}"[:2000]
     if row.failures >= max_failures:
         row.failed_at = row.failed_at or utcnow()
+    row.claimed_until, row.claimed_by = utcnow() + timedelta(seconds=retry_after), None
     db.session.commit()
     return row.failed_at is not None
