@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -28,10 +29,15 @@ class ClientFleet:
         sources: tuple[str, ...] = ("127.0.0.1",),
         retry: bool = False,
         connect_timeout: float = 120,
+        per_process: int = PER_PROCESS,
+        nice: int = 0,
     ) -> None:
         """``connect_rate``: new streams per second, over all the processes; ``sources``: the
         loopback addresses the processes connect from, in turn (each has ~28k ports); ``retry``:
-        refused attempts are tried again as the site's page does, for ``connect_timeout`` s."""
+        refused attempts are tried again as the site's page does, for ``connect_timeout`` s;
+        ``per_process``: streams per load-generating process; ``nice``: their CPU priority
+        (on a machine shared with the servers, clients that would be elsewhere in real life
+        yield the cores to them)."""
         self.events: list[dict] = []
         self.ready = 0
         self.errors = 0
@@ -42,8 +48,8 @@ class ClientFleet:
         self._stats: list[dict] = []
         self._lock = threading.Lock()
         items = list(cookies.items())
-        processes = max(1, -(-len(items) // PER_PROCESS))
-        for start in range(0, len(items), PER_PROCESS):
+        processes = max(1, -(-len(items) // per_process))
+        for start in range(0, len(items), per_process):
             job = {
                 "port": port,
                 "path": path,
@@ -51,8 +57,8 @@ class ClientFleet:
                 "ready_on": ready_on,
                 "connect_per_second": connect_rate / processes,
                 "seconds": seconds,
-                "cookies": {str(uid): c for uid, c in items[start : start + PER_PROCESS]},
-                "source": sources[(start // PER_PROCESS) % len(sources)],
+                "cookies": {str(uid): c for uid, c in items[start : start + per_process]},
+                "source": sources[(start // per_process) % len(sources)],
                 "retry": retry,
                 "connect_timeout": connect_timeout,
             }
@@ -62,6 +68,7 @@ class ClientFleet:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
             )
             proc.stdin.write(json.dumps(job) + "\n")
             proc.stdin.flush()

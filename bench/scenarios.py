@@ -247,6 +247,8 @@ SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 12))
 # ... and every process stays under this machine's 20,000 open files: a web process holds one
 # descriptor per stream, an nginx worker two (8,000 streams each, see local_cluster.nginx_config).
 STREAMS_PER_WEB_PROCESS = 16_000
+# Load generators: few processes (each a gevent loop), so they do not crowd out the servers.
+CLIENTS_PER_PROCESS = 15_000
 STREAMS_PER_NGINX_WORKER = 8_000
 
 
@@ -275,6 +277,8 @@ def whole_machine(
             sources=SOURCES,
             retry=True,  # like the site's page: a refused stream is tried again with backoff
             connect_timeout=storm_limit,
+            per_process=CLIENTS_PER_PROCESS,
+            nice=10,  # the browsers would be on other machines: the servers come first here
         )
         fleet.wait_ready(timeout=storm_limit + 30)
         connect_seconds = time.monotonic() - started

@@ -98,10 +98,10 @@ class Stack:
 
     def _serve(self, name: str, command: str) -> tuple[str, subprocess.Popen]:
         """Run ``command`` (with ``{python}`` and ``{port}`` filled in) under a raised open-file
-        limit, its stderr in ``<workdir>/<name>.log``; wait until it answers /healthz."""
+        limit, its stderr in ``<workdir>/<name>-<port>.log``; wait until it answers /healthz."""
         port = free_port()
         cmd = f"ulimit -n {FD_LIMIT} && exec " + command.format(python=sys.executable, port=port)
-        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 - the child owns it
+        log = open(self.workdir / f"{name}-{port}.log", "w")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(["bash", "-c", cmd], cwd=REPO, env=self.env, stderr=log)
         self.children.append(proc)
         url = f"http://127.0.0.1:{port}"
