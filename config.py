@@ -96,11 +96,12 @@ class Config:
     USER_STREAM_MAXLEN = _env_int("USER_STREAM_MAXLEN", 1000)
     USER_STREAM_TTL_SECONDS = _env_int("USER_STREAM_TTL_SECONDS", 7 * 24 * 3600)
     FANOUT_BATCH_SIZE = _env_int("FANOUT_BATCH_SIZE", 2000)
-    # A split fan-out with no batch finished for this long is redone by the relay, and rows a
-    # drain claimed are free again for other drains after it (its worker died, say).
+    # A split fan-out with no batch finished for this long is redone by the relay.
     FANOUT_STALL_SECONDS = _env_int("FANOUT_STALL_SECONDS", 120)
-    # Outbox rows one drain task takes at most (see qa_notify.events.drain).
+    # Outbox rows a drain takes at once (see qa_notify.events.drain), and how long its claim on
+    # them holds: after that (its worker died, say) other drains and the relay take them.
     OUTBOX_DRAIN_ROWS = _env_int("OUTBOX_DRAIN_ROWS", 200)
+    OUTBOX_CLAIM_SECONDS = _env_int("OUTBOX_CLAIM_SECONDS", 30)
     # A task whose worker died is given to another worker after this long.
     CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 300)
     OUTBOX_RELAY_SECONDS = _env_float("OUTBOX_RELAY_SECONDS", 5.0)

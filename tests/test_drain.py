@@ -155,7 +155,8 @@ def test_rows_of_a_drain_that_died_wait_for_it_then_for_the_relay(app, r):
     from qa_notify.events.drain import claim_waiting_rows
 
     with app.app_context():
-        assert len(claim_waiting_rows("killed-task", 2, lease_seconds=60)) == 2  # then its worker died
+        assert len(claim_waiting_rows("killed-task", 2, lease_seconds=60)) == 2
+        db.session.commit()  # then its worker died
     assert task(app, "relay_outbox").apply().get() == 1  # only the unclaimed row is stranded
     assert stream(r, alice) == [2]
     assert task(app, "drain_outbox").apply(task_id="killed-task").get() == 2  # redelivered

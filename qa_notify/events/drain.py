@@ -1,12 +1,15 @@
 """Deliver the outbox's small events many at a time: claim, one insert, one pipeline, one update.
 
-After a commit that emitted events, ``request_drain`` enqueues a drain task unless one is
-queued and not started yet (a short-lived flag in Redis, cleared by the drain before it
-reads the outbox), so a burst of commits makes a handful of tasks while a lone answer is
-drained at once, never held for a batch window. A drain claims up to OUTBOX_DRAIN_ROWS
-waiting rows in id order, reads all their recipients in one query, stores every inbox row
-in one insert and one commit, pushes them all in one pipeline per Redis master and marks
-the rows delivered in one UPDATE.
+After a commit that emitted events, ``request_drain`` enqueues a drain task unless a drain
+is queued or running (a short-lived flag in Redis). A drain takes what waits, delivers it,
+and looks again, until nothing waits: what commits while it works is its next batch, so a
+busy outbox is drained by one task in batches as large as the load makes them, while a lone
+answer is drained at once, never held for a batch window. Before it stops, a drain clears
+the flag and looks once more, so a commit that found the flag still set is never left
+behind. Each round claims up to OUTBOX_DRAIN_ROWS waiting rows in id order, reads all
+their recipients (one query per kind of audience), stores every inbox row in one insert
+and one commit, pushes them all in one pipeline per Redis master and marks the rows
+delivered in one UPDATE.
 
 A claim (``claimed_until``, ``claimed_by``) keeps two drains off the same row; the same
 task, redelivered after its worker died, takes its own rows again and redoes them (unique
@@ -26,25 +29,28 @@ from datetime import timedelta
 
 import redis
 from flask import current_app
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, exists, or_, select, update
 
 from ..extensions import db
 from ..metrics import instruments
 from ..models import OutboxEvent, utcnow
 from . import bus, channels
 from .fanout import store_and_push
-from .recipients import Addressed, recipient_lists
+from .recipients import Addressed, Resolved, recipient_lists
 
 log = logging.getLogger(__name__)
 
-# How long "a drain is queued" holds: past it a commit enqueues another drain even if the
-# queued one has not started (its worker is busy, or it was lost), which is harmless.
+# How long "a drain is queued or running" holds without being renewed: past it a commit
+# enqueues another drain (its worker is busy elsewhere, or died), which is harmless.
 DRAIN_FLAG_SECONDS = 5
+# A drain that still finds rows after this long hands over to a new task (and at most half
+# the broker's visibility timeout, after which the broker would hand the same task out again).
+DRAIN_TASK_SECONDS = 10
 _outbox = OutboxEvent.__table__
 
 
 def request_drain(force: bool = False) -> None:
-    """Have a worker drain the outbox soon: enqueue a drain task unless one is queued already.
+    """Have a worker drain the outbox soon: enqueue a drain task unless one is queued or running.
 
     ``force`` enqueues one whatever the flag says (the relay's way: a flag whose task was
     lost only lapses after DRAIN_FLAG_SECONDS). Never raises: a broker or Redis that is
@@ -52,7 +58,7 @@ def request_drain(force: bool = False) -> None:
     """
     flag = channels.outbox_drain_queued()
     try:
-        if not force and not bus.redis_client().set(flag, 1, nx=True, ex=DRAIN_FLAG_SECONDS):
+        if not bus.redis_client().set(flag, 1, nx=not force, ex=DRAIN_FLAG_SECONDS):
             return
     except redis.RedisError:
         log.warning("could not check for a queued drain; enqueueing one", exc_info=True)
@@ -65,43 +71,90 @@ def request_drain(force: bool = False) -> None:
 
 
 def drain_outbox(claimer: str, deliver_alone: Callable[[int], object], fan_out_apart: Callable[[int], object]) -> int:
-    """Deliver up to OUTBOX_DRAIN_ROWS waiting outbox rows together, as ``claimer``; return how many it took.
+    """Deliver the waiting outbox rows as ``claimer``, a batch at a time, until none wait; return how many.
 
     ``deliver_alone(outbox_id)`` delivers one row by itself and records its failure, if any;
     ``fan_out_apart(outbox_id)`` hands a row with a large audience to a task of its own.
     """
+    cfg = current_app.config
+    r, flag = bus.redis_client(), channels.outbox_drain_queued()
+    stop_at = time.monotonic() + min(DRAIN_TASK_SECONDS, cfg["CELERY_VISIBILITY_TIMEOUT"] / 2)
+    taken = 0
+    tried: set[int] = set()  # rows handed over or that failed alone: this task does not retake them
+    while True:
+        r.set(flag, claimer, ex=DRAIN_FLAG_SECONDS)  # a commit now leaves its rows to this drain
+        if _rows_waiting(claimer, tried):
+            taken += drain_batch(claimer, tried, deliver_alone, fan_out_apart)
+            if time.monotonic() < stop_at:
+                continue
+            r.delete(flag)
+            request_drain()  # the rest in a new task
+            return taken
+        r.delete(flag)  # from now on a commit enqueues a drain; one committed before is seen here:
+        if not _rows_waiting(claimer, tried) or not r.set(flag, claimer, nx=True, ex=DRAIN_FLAG_SECONDS):
+            return taken
+
+
+def drain_batch(
+    claimer: str, tried: set[int], deliver_alone: Callable[[int], object], fan_out_apart: Callable[[int], object]
+) -> int:
+    """Claim up to OUTBOX_DRAIN_ROWS waiting rows (not in ``tried``) and deliver them together.
+
+    Return how many rows it took; add to ``tried`` those it tried alone or handed over.
+    """
     started, cfg = time.time(), current_app.config
-    bus.redis_client().delete(channels.outbox_drain_queued())  # before reading: no commit goes unseen
-    limit, batch_size = cfg["OUTBOX_DRAIN_ROWS"], cfg["FANOUT_BATCH_SIZE"]
-    rows = claim_waiting_rows(claimer, limit, cfg["FANOUT_STALL_SECONDS"])
-    if len(rows) == limit:
-        request_drain()  # more may be waiting: another worker can start on them now
-    recipients, alone = _resolve(rows, batch_size)
-    small = [row for row in rows if len(recipients.get(row.id, ())) <= batch_size and row.id in recipients]
-    for part in _parts(small, recipients, batch_size):
-        failed = _deliver_together(part, recipients)
+    batch_size = cfg["FANOUT_BATCH_SIZE"]
+    rows = claim_waiting_rows(claimer, cfg["OUTBOX_DRAIN_ROWS"], cfg["OUTBOX_CLAIM_SECONDS"], tried)
+    resolved = _resolve(rows, batch_size)
+    alone = list(resolved.unresolved)
+    small = [row for row in rows if row.id in resolved.recipients]
+    for part in _parts(small, resolved.recipients, batch_size):
+        failed = _deliver_together(part, resolved.recipients)
         alone += failed
         for _ in range(len(part) - len(failed)):
             instruments.fanned_out(started)
+    db.session.commit()  # the claim, when no part committed it
+    tried.update(alone, resolved.apart)
     for outbox_id in sorted(alone):
         deliver_alone(outbox_id)
-    for row in rows:
-        if len(recipients.get(row.id, ())) > batch_size:
-            fan_out_apart(row.id)
+    for outbox_id in resolved.apart:
+        fan_out_apart(outbox_id)
     return len(rows)
 
 
-def claim_waiting_rows(claimer: str, limit: int, lease_seconds: float) -> list[Row]:
+def _free(claimer: str, tried: set[int]) -> list:
+    """Waiting rows nobody claimed, whose claim lapsed, or that ``claimer`` holds (the same
+    task again, after its worker died), but not those it ``tried`` already."""
+    now = utcnow()
+    free = [
+        _outbox.c.delivered_at.is_(None),
+        _outbox.c.failed_at.is_(None),
+        or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until < now, _outbox.c.claimed_by == claimer),
+    ]
+    if tried:
+        free.append(_outbox.c.id.not_in(tried))
+    return free
+
+
+def _rows_waiting(claimer: str, tried: set[int]) -> bool:
+    """Whether any row waits for ``claimer`` (a read: it takes no write lock)."""
+    waiting = bool(db.session.scalar(select(exists().where(*_free(claimer, tried)))))
+    db.session.rollback()  # end the read, so the next one sees what committed meanwhile
+    return waiting
+
+
+def claim_waiting_rows(claimer: str, limit: int, lease_seconds: float, tried: set[int] | None = None) -> list[Row]:
     """Claim up to ``limit`` waiting outbox rows, oldest first, for ``lease_seconds``; return them.
+
+    The claim is part of the caller's transaction: its first commit (with the first inbox
+    rows, as a rule) makes it hold.
 
     A row is free when nobody claimed it, its claim lapsed, or ``claimer`` holds it (the
     same task again, after its worker died). Concurrent drains get different rows: on
     PostgreSQL the rows are locked as they are picked (``SKIP LOCKED``) and the claim is
     checked again as it is written; SQLite has one writer at a time.
     """
-    now = utcnow()
-    free = or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until < now, _outbox.c.claimed_by == claimer)
-    waiting = (_outbox.c.delivered_at.is_(None), _outbox.c.failed_at.is_(None), free)
+    now, waiting = utcnow(), _free(claimer, tried or set())
     # A CTE, so PostgreSQL picks (and locks) the rows once; a subquery in IN may run again.
     oldest = (
         select(_outbox.c.id).where(*waiting).order_by(_outbox.c.id).limit(limit).with_for_update(skip_locked=True)
@@ -123,7 +176,6 @@ def claim_waiting_rows(claimer: str, limit: int, lease_seconds: float) -> list[R
             _outbox.c.created_at,
         )
     ).all()
-    db.session.commit()
     return sorted(claimed, key=lambda row: row.id)
 
 
@@ -141,19 +193,17 @@ def _parts(rows: list[Row], recipients: dict[int, list[int]], batch_size: int) -
     return [part for part in parts if part]
 
 
-def _resolve(rows: list[Row], batch_size: int) -> tuple[dict[int, list[int]], list[int]]:
-    """Read the rows' recipients in one query; return them, and the rows to try one at a time."""
+def _resolve(rows: list[Row], batch_size: int) -> Resolved:
+    """Read the rows' recipients together; if that fails, every row is to be tried alone."""
     try:
-        recipients, unresolved = recipient_lists(
-            [Addressed(row.id, row.audience, row.event_type, row.actor_id) for row in rows], batch_size
-        )
-    except Exception:
+        addressed = [Addressed(row.id, row.audience, row.event_type, row.actor_id) for row in rows]
+        return recipient_lists(addressed, batch_size)
+    except Exception as exc:
         db.session.rollback()
         log.warning(
             "reading the recipients of %d outbox rows failed; trying them one at a time", len(rows), exc_info=True
         )
-        return {}, [row.id for row in rows]
-    return recipients, list(unresolved)
+        return Resolved({}, [], {row.id: exc for row in rows})
 
 
 def _deliver_together(rows: list[Row], recipients: dict[int, list[int]]) -> list[int]:

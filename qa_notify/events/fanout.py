@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import or_, select
@@ -34,7 +35,7 @@ def _insert_ignoring_duplicates():
     return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
-def store_and_push(deliveries: list[tuple[OutboxEvent, list[int]]]) -> int:
+def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
     """Store each ``(event, user ids)`` pair's inbox rows in one insert and one commit, then
     push them all in one pipeline per Redis master; return how many were pushed live now.
 

@@ -2,7 +2,8 @@
 
 Recipients are computed in the database, ordered by user id and read in keyset batches, so
 an event for 100,000 followers never loads them all at once; the recipients of many small
-events are read together, in one query.
+events are read together, one query per kind of audience. Who is left out (the actor, who
+was told another way, who muted the type) is one rule, ``_exclude``, for both.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import Select, literal, select, union, union_all
+from sqlalchemy import CompoundSelect, Select, func, select, union
 
 from ..extensions import db
 from ..models import (
@@ -24,27 +25,43 @@ from ..models import (
 )
 
 AUDIENCE_KINDS = ("new_question", "new_answer", "everyone", "users")
+# Audiences read per question: who follows it (and its asker), or its topics and its author.
+_BY_QUESTION = ("new_question", "new_answer")
 
 
 class AudienceError(ValueError):
     """Raised for an audience description the fan-out cannot resolve."""
 
 
+def _followers_of_questions(kind: str, question_ids: list[int]) -> CompoundSelect:
+    """Return a SELECT of (``question_id``, ``user_id``): who hears of each question's ``kind`` event."""
+    if kind == "new_question":
+        by_topic = (
+            select(question_topics.c.question_id, TopicFollow.user_id)
+            .join(TopicFollow, TopicFollow.topic_id == question_topics.c.topic_id)
+            .where(question_topics.c.question_id.in_(question_ids))
+        )
+        by_author = (
+            select(Question.id.label("question_id"), UserFollow.follower_id.label("user_id"))
+            .join(UserFollow, UserFollow.followed_id == Question.author_id)
+            .where(Question.id.in_(question_ids))
+        )
+        return union(by_topic, by_author)
+    followers = select(QuestionFollow.question_id, QuestionFollow.user_id).where(
+        QuestionFollow.question_id.in_(question_ids)
+    )
+    author = select(Question.id.label("question_id"), Question.author_id.label("user_id")).where(
+        Question.id.in_(question_ids)
+    )
+    return union(followers, author)
+
+
 def _candidates(audience: dict) -> Select:
     """Return a SELECT of one column, ``user_id``, possibly with duplicates."""
     kind = audience.get("kind")
-    if kind == "new_question":
-        qid = int(audience["question_id"])
-        topic_ids = select(question_topics.c.topic_id).where(question_topics.c.question_id == qid)
-        author_id = select(Question.author_id).where(Question.id == qid).scalar_subquery()
-        by_topic = select(TopicFollow.user_id.label("user_id")).where(TopicFollow.topic_id.in_(topic_ids))
-        by_author = select(UserFollow.follower_id.label("user_id")).where(UserFollow.followed_id == author_id)
-        return union(by_topic, by_author)
-    if kind == "new_answer":
-        qid = int(audience["question_id"])
-        followers = select(QuestionFollow.user_id.label("user_id")).where(QuestionFollow.question_id == qid)
-        author = select(Question.author_id.label("user_id")).where(Question.id == qid)
-        return union(followers, author)
+    if kind in _BY_QUESTION:
+        pairs = _followers_of_questions(kind, [int(audience["question_id"])]).subquery()
+        return select(pairs.c.user_id)
     if kind == "everyone":
         query = select(User.id.label("user_id"))
         if audience.get("role"):
@@ -56,38 +73,9 @@ def _candidates(audience: dict) -> Select:
     raise AudienceError(f"unknown audience kind {kind!r}")
 
 
-def _recipients(audience: dict, event_type: str, exclude_user_id: int | None) -> Select:
-    """Return a SELECT of the recipients' ``user_id``: no duplicates, no actor, no muters."""
-    candidates = _candidates(audience).subquery()
-    muted = select(MutedType.user_id).where(MutedType.event_type == event_type)
-    query = select(candidates.c.user_id).distinct().where(candidates.c.user_id.not_in(muted))
-    if exclude_user_id is not None:
-        query = query.where(candidates.c.user_id != exclude_user_id)
-    # Users told of the same post another way (mentioned in it), so they hear of it once.
-    told = [int(i) for i in audience.get("except") or []]
-    if told:
-        query = query.where(candidates.c.user_id.not_in(told))
-    return query
-
-
-def recipient_batches(
-    audience: dict, event_type: str, exclude_user_id: int | None, batch_size: int
-) -> Iterator[list[int]]:
-    """Yield the recipients' user ids in ascending batches: no duplicates, no actor, no muters."""
-    base = _recipients(audience, event_type, exclude_user_id)
-    user_id = base.selected_columns.user_id
-    after = 0
-    while True:
-        batch = list(db.session.scalars(base.where(user_id > after).order_by(user_id).limit(batch_size)))
-        if not batch:
-            return
-        yield batch
-        after = batch[-1]
-
-
 @dataclass(frozen=True)
 class Addressed:
-    """One event to resolve among many: its key (the outbox id) and whom it is for."""
+    """An event to resolve: its key (the outbox id), whom it is for and who acted."""
 
     key: int
     audience: dict
@@ -95,33 +83,105 @@ class Addressed:
     exclude_user_id: int | None
 
 
-# Events per statement: each is one term of a UNION ALL (SQLite allows 500 terms).
-EVENTS_PER_QUERY = 100
+def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
+    """Return the (user, event type) pairs these users muted."""
+    rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(MutedType.user_id.in_(user_ids)))
+    return {(user_id, event_type) for user_id, event_type in rows}
 
 
-def recipient_lists(events: list[Addressed], at_most: int) -> tuple[dict[int, list[int]], dict[int, Exception]]:
-    """Resolve many events' recipients at once: one query per EVENTS_PER_QUERY events.
+def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]]) -> list[int]:
+    """Who of the candidates hears of ``event``: not the actor, not who was told of the same
+    post another way (mentioned in it), not who muted its type. The one place of this rule."""
+    told = {int(i) for i in event.audience.get("except") or []}
+    return [
+        uid
+        for uid in candidates
+        if uid != event.exclude_user_id and uid not in told and (uid, event.event_type) not in muted
+    ]
 
-    Return each event's recipients (ascending; the first ``at_most + 1`` only, so
-    ``len(...) > at_most`` tells an event that needs more than one batch) and, apart, the
-    events whose audience cannot be resolved at all, with the reason. The rule is
-    ``recipient_batches``'s, so both agree on who hears of what.
+
+def recipient_batches(
+    audience: dict, event_type: str, exclude_user_id: int | None, batch_size: int
+) -> Iterator[list[int]]:
+    """Yield the recipients' user ids in ascending batches: no duplicates, no actor, no muters."""
+    event = Addressed(0, audience, event_type, exclude_user_id)
+    candidates = _candidates(audience).subquery()
+    page = select(candidates.c.user_id).distinct().order_by(candidates.c.user_id).limit(batch_size)
+    after = 0
+    while True:
+        batch = list(db.session.scalars(page.where(candidates.c.user_id > after)))
+        if not batch:
+            return
+        kept = _exclude(event, batch, _muted(batch))
+        if kept:
+            yield kept
+        after = batch[-1]
+
+
+@dataclass
+class Resolved:
+    """The recipients of many events: each small one's, the ones to fan out on their own
+    (more than a batch, or everyone), and the ones whose audience cannot be resolved."""
+
+    recipients: dict[int, list[int]]
+    apart: list[int]
+    unresolved: dict[int, Exception]
+
+
+def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
+    """Resolve many events' recipients at once: one query per audience kind, one for mutes.
+
+    An event with more than ``at_most`` candidates (or for everyone) is left ``apart``, for
+    ``recipient_batches``; the rule (``_exclude``) is the same either way.
     """
-    found: dict[int, list[int]] = {}
-    unresolved: dict[int, Exception] = {}
-    terms = []
+    resolved = Resolved({}, [], {})
+    question_ids: dict[str, set[int]] = {kind: set() for kind in _BY_QUESTION}
+    user_ids: set[int] = set()
     for e in events:
         try:
-            one = _recipients(e.audience, e.event_type, e.exclude_user_id)
-        except (AudienceError, KeyError, TypeError, ValueError) as exc:
-            unresolved[e.key] = exc
+            kind = e.audience.get("kind")
+            if kind in _BY_QUESTION:
+                question_ids[kind].add(int(e.audience["question_id"]))
+            elif kind == "users":
+                user_ids.update(int(i) for i in e.audience.get("user_ids", []))
+            elif kind != "everyone":
+                raise AudienceError(f"unknown audience kind {kind!r}")
+            _exclude(e, [], set())  # a malformed ``except`` fails here, not half-way
+        except (AudienceError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            resolved.unresolved[e.key] = exc
+    followers = {kind: _first_followers(kind, ids, at_most) for kind, ids in question_ids.items() if ids}
+    existing = set(db.session.scalars(select(User.id).where(User.id.in_(user_ids)))) if user_ids else set()
+    candidates: dict[int, list[int]] = {}
+    for e in events:
+        if e.key in resolved.unresolved:
             continue
-        first = one.order_by(one.selected_columns.user_id).limit(at_most + 1).subquery()
-        terms.append(select(literal(e.key).label("key"), first.c.user_id))
-        found[e.key] = []
-    for start in range(0, len(terms), EVENTS_PER_QUERY):
-        for key, user_id in db.session.execute(union_all(*terms[start : start + EVENTS_PER_QUERY])):
-            found[key].append(user_id)
-    for users in found.values():
-        users.sort()
-    return found, unresolved
+        kind, found = e.audience["kind"], []
+        if kind in _BY_QUESTION:
+            found = followers[kind].get(int(e.audience["question_id"]), [])
+        elif kind == "users":
+            found = sorted({int(i) for i in e.audience.get("user_ids", [])} & existing)
+        if kind == "everyone" or len(found) > at_most:
+            resolved.apart.append(e.key)
+        else:
+            candidates[e.key] = found
+    muted = _muted(sorted({uid for found in candidates.values() for uid in found}))
+    for e in events:
+        if e.key in candidates:
+            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted)
+    return resolved
+
+
+def _first_followers(kind: str, question_ids: set[int], at_most: int) -> dict[int, list[int]]:
+    """Return each question's first ``at_most + 1`` candidates, ascending: enough to tell a large audience."""
+    pairs = _followers_of_questions(kind, sorted(question_ids)).subquery()
+    rank = func.row_number().over(partition_by=pairs.c.question_id, order_by=pairs.c.user_id)
+    numbered = select(pairs.c.question_id, pairs.c.user_id, rank.label("n")).subquery()
+    found: dict[int, list[int]] = {}
+    rows = db.session.execute(
+        select(numbered.c.question_id, numbered.c.user_id)
+        .where(numbered.c.n <= at_most + 1)
+        .order_by(numbered.c.question_id, numbered.c.user_id)
+    )
+    for question_id, user_id in rows:
+        found.setdefault(question_id, []).append(user_id)
+    return found

@@ -89,10 +89,11 @@ def test_answers_committed_while_no_worker_runs_arrive_once_in_a_few_tasks(broke
 def test_a_drain_killed_half_way_is_redone_without_duplicates(fault_stack):
     """One drain takes 1,000 events for 20 users each; its worker is SIGKILLed once the first
     inbox rows are written. A new worker (the same task redelivered, or the relay once the
-    claim lapses) finishes: every user has every event once, in the inbox and the stream."""
+    claim lapses after OUTBOX_CLAIM_SECONDS) finishes: every user has every event once, in
+    the inbox and the stream."""
     stack = fault_stack
     events, users = 1000, 20
-    stack.env["OUTBOX_DRAIN_ROWS"] = str(events)
+    stack.env.update(OUTBOX_DRAIN_ROWS=str(events), OUTBOX_CLAIM_SECONDS="5")
     user_ids = stack.users(users)
     not_eager(stack)
     with stack.app.app_context():
