@@ -100,7 +100,7 @@ class ClientFleet:
         with self._lock:
             return [e for e in self.events if e["type"] == event_type]
 
-    def stats(self, timeout: float = 30) -> dict[str, int]:
+    def stats(self, timeout: float = 180) -> dict[str, int]:
         """Ask every process for its counts; return the heartbeats received and streams open."""
         with self._lock:
             self._stats = []
