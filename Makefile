@@ -12,7 +12,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 LOWEST := .venv-lowest
 
 .PHONY: install run run-cluster test test-cluster test-faults test-browser test-lowest bench lint format \
-	lock lock-upgrade clean
+	typecheck typecheck-baseline lock lock-upgrade clean
 
 # Exactly the locked versions, each file checked against its hash, then the project itself;
 # pip check fails when pyproject.toml asks for something the lock does not give.
@@ -74,6 +74,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# mypy over what [tool.mypy] names; fails on an error that mypy-baseline.txt does not list.
+typecheck: $(STAMP)
+	$(PY) .ci/typecheck.py
+
+# After fixing type errors (or, knowingly, adding some): write today's errors as the baseline.
+typecheck-baseline: $(STAMP)
+	$(PY) .ci/typecheck.py --write-baseline
+
 # After changing dependencies in pyproject.toml. Locks for Python 3.11+ on any platform,
 # with every file's hash; keeps each pin that is still allowed (lock-upgrade moves all to
 # the newest). The bench lock pins what the test lock pins. Needs only the tools of the
@@ -90,4 +98,4 @@ lock-upgrade: UPGRADE := --upgrade
 lock-upgrade: lock
 
 clean:
-	rm -rf $(VENV) $(LOWEST) instance .pytest_cache
+	rm -rf $(VENV) $(LOWEST) instance .pytest_cache .mypy_cache
