@@ -21,6 +21,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 FULL = {
     "fanout": {"followers": 100_000},
+    "fanout_million": {"followers": 1_000_000, "workers": 2},
     "tasks": {"count": 500},
     "latency": {"streams": 1000, "rate": 100, "seconds": 20},
     "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
@@ -35,6 +36,7 @@ FULL = {
 }
 QUICK = {
     "fanout": {"followers": 10_000},
+    "fanout_million": {"followers": 20_000, "workers": 2},
     "tasks": {"count": 100},
     "latency": {"streams": 200, "rate": 50, "seconds": 5},
     "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
@@ -55,6 +57,7 @@ QUICK = {
 }
 RUNNERS = {
     "fanout": scenarios.fanout,
+    "fanout_million": scenarios.fanout,
     "tasks": scenarios.small_events,
     "latency": scenarios.latency,
     "latency_light": scenarios.latency,
