@@ -77,7 +77,8 @@ def nginx_config(port: int, upstream_ports: list[int], prefix: Path, workers: in
     limit): ``workers`` sets how many streams nginx can carry; ``reuseport`` has the kernel
     spread new connections evenly over them.
     """
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=5s;" for p in upstream_ports)
+    # max_fails=0: see deploy/nginx.conf (a process busy with a reconnect storm is not dead).
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in upstream_ports)
     user = pwd.getpwuid(os.getuid()).pw_name  # workers as this user, so they can use prefix/
     return f"""daemon off;
 user {user};
