@@ -245,3 +245,25 @@ def _no_directory_left_set(monkeypatch):
     """``join`` sets the variable for child processes; a test must not leave it to the others."""
     monkeypatch.setenv(machine.ENV, "")
     monkeypatch.delenv(machine.ENV)
+
+
+def test_a_command_runs_with_a_metrics_directory_that_does_not_exist_yet(tmp_path, database_url):
+    """Every process may record (init-db included), not only the web and worker processes that
+    join the machine's directory: a named directory is created, not a FileNotFoundError."""
+    import subprocess
+    import sys
+
+    from .live import REPO
+
+    metrics_dir = tmp_path / "not" / "yet" / "metrics"
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite'}",
+        "SECRET_KEY": "test-secret",
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert metrics_dir.is_dir()

@@ -14,9 +14,15 @@ import time
 from bisect import bisect_left
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from . import machine
 
-from ..models import utcnow
+# Any process may record (init-db, a shell, a command), not only those that ``join`` the
+# machine's directory: a named directory that does not exist yet would fail every metric.
+machine.ensure_directory()
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics  # noqa: E402
+
+from ..models import utcnow  # noqa: E402
 
 disable_created_metrics()  # no ``_created`` series: the multiprocess files do not keep them either
 

@@ -36,6 +36,13 @@ def directory() -> Path | None:
     return Path(value) if value else None
 
 
+def ensure_directory() -> None:
+    """Create PROMETHEUS_MULTIPROC_DIR when it is named but missing (prometheus_client would not)."""
+    path = directory()
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+
+
 def join(default: Path, *, fresh: bool = False) -> Path:
     """Keep this process's metrics (and those of the processes it starts) in the machine's directory.
 
