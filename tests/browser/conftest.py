@@ -170,7 +170,7 @@ def open_tab(context, path: str = "/"):
     return page
 
 
-def wait_for_streams(stack, n: int, timeout: float = 5.0) -> None:
+def wait_for_streams(stack, n: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while stack.metric("qa_notify_open_streams") != n:
         assert time.monotonic() < deadline, f"expected {n} open streams, have {stack.metric('qa_notify_open_streams')}"
