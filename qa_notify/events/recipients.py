@@ -33,35 +33,38 @@ class AudienceError(ValueError):
     """Raised for an audience description the fan-out cannot resolve."""
 
 
-def _followers_of_questions(kind: str, question_ids: list[int]) -> CompoundSelect:
-    """Return a SELECT of (``question_id``, ``user_id``): who hears of each question's ``kind`` event."""
+def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = True) -> CompoundSelect:
+    """Return a SELECT of who hears of each question's ``kind`` event: (``question_id``,
+    ``user_id``) pairs, or ``user_id`` alone unless ``keyed`` (one question: a smaller union)."""
+
+    def pick(question_id, user_id):
+        columns = (question_id.label("question_id"), user_id.label("user_id"))
+        return select(*columns) if keyed else select(columns[1])
+
     if kind == "new_question":
         by_topic = (
-            select(question_topics.c.question_id, TopicFollow.user_id)
+            pick(question_topics.c.question_id, TopicFollow.user_id)
             .join(TopicFollow, TopicFollow.topic_id == question_topics.c.topic_id)
             .where(question_topics.c.question_id.in_(question_ids))
         )
         by_author = (
-            select(Question.id.label("question_id"), UserFollow.follower_id.label("user_id"))
+            pick(Question.id, UserFollow.follower_id)
             .join(UserFollow, UserFollow.followed_id == Question.author_id)
             .where(Question.id.in_(question_ids))
         )
         return union(by_topic, by_author)
-    followers = select(QuestionFollow.question_id, QuestionFollow.user_id).where(
+    followers = pick(QuestionFollow.question_id, QuestionFollow.user_id).where(
         QuestionFollow.question_id.in_(question_ids)
     )
-    author = select(Question.id.label("question_id"), Question.author_id.label("user_id")).where(
-        Question.id.in_(question_ids)
-    )
+    author = pick(Question.id, Question.author_id).where(Question.id.in_(question_ids))
     return union(followers, author)
 
 
-def _candidates(audience: dict) -> Select:
+def _candidates(audience: dict) -> Select | CompoundSelect:
     """Return a SELECT of one column, ``user_id``, possibly with duplicates."""
     kind = audience.get("kind")
     if kind in _BY_QUESTION:
-        pairs = _followers_of_questions(kind, [int(audience["question_id"])]).subquery()
-        return select(pairs.c.user_id)
+        return _followers_of_questions(kind, [int(audience["question_id"])], keyed=False)
     if kind == "everyone":
         query = select(User.id.label("user_id"))
         if audience.get("role"):
