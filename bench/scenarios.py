@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from qa_notify.events import channels
 from qa_notify.extensions import db
-from qa_notify.models import Notification, OutboxEvent, User
+from qa_notify.models import Notification, OutboxEvent, User, utcnow
 
 from .clients import ClientFleet
 from .stack import Stack, port_of, redis_clients, rss_kb
@@ -101,32 +101,105 @@ def fanout(followers: int = 100_000, workers: int = 1) -> dict:
         stack.close()
 
 
-def small_events(count: int = 500) -> dict:
-    """Many small events (one follower each): end-to-end tasks per second through one worker."""
+def small_events(count: int = 2000, questions: int = 1000) -> dict:
+    """Many small events: answers to ``questions`` questions, one follower each (the asker),
+    posted through the domain function the API calls (``post_answer``), one worker (-c 2).
+
+    Two figures: *end to end*, one producer posts ``count`` answers back to back while the
+    worker runs (answers per second from the first post to the last row delivered);
+    *backlog*, ``count`` answers committed before the worker starts (events per second from
+    the worker's first inbox row to its last row delivered: what delivery alone sustains).
+    Tasks are counted as broker messages (kombu's Redis transport LPUSHes each), and every
+    follower's inbox and stream are checked to hold each answer exactly once.
+    """
     stack = Stack(_workdir("tasks"))
     try:
         app = stack.app()
-        asker, answerer = create_users(app, 2, prefix="author")
-        qid = ask_as(app, asker, "Busy question")
-        follow_question(app, [asker], qid)
+        askers = create_users(app, questions, prefix="asker")
+        [answerer] = create_users(app, 1, prefix="answerer")
+        question_ids = []
+        for uid in askers:
+            question_ids.append(ask_as(app, uid, f"question of {uid}"))
+            follow_question(app, [uid], question_ids[-1])
+        r = stack.redis()
+        backlog = _post_answers(app, r, answerer, question_ids, count, "backlog")
         stack.start_worker(concurrency=2)
-        from qa_notify.models import Question
-        from qa_notify.qa.service import post_answer
-
-        with app.test_request_context():
-            question = db.session.get(Question, qid)
-            user = db.session.get(User, answerer)
-            started = time.monotonic()
-            for i in range(count):
-                post_answer(user, question, f"answer {i}")
+        backlog.update(_wait_delivered(app, r, backlog))
+        live = _post_answers(app, r, answerer, question_ids, count, "live")
+        live.update(_wait_delivered(app, r, live))
+        pipe = r.pipeline(transaction=False)
+        for uid in askers:
+            pipe.xlen(channels.user_stream(uid))
+        entries = sum(pipe.execute())
         with app.app_context():
-            while db.session.scalar(select(func.count()).select_from(Notification)) < count:
-                db.session.expire_all()
-                time.sleep(0.05)
-        elapsed = time.monotonic() - started
-        return {"events": count, "seconds": round(elapsed, 2), "tasks_per_second": round(count / elapsed)}
+            inbox_rows = db.session.scalar(select(func.count()).select_from(Notification))
+        end_to_end = live["last_delivered"] - live["first_post"]
+        drained = backlog["last_delivered"] - backlog["first_inbox_row"]
+        return {
+            "answers": count,
+            "followers_per_answer": 1,
+            "producer": "post_answer (the API's domain function), one process, back to back",
+            "end_to_end_seconds": round(end_to_end, 3),
+            "answers_per_second": round(count / end_to_end),
+            "posting_seconds": round(live["last_post"], 3),
+            "posted_per_second": round(count / live["last_post"]),
+            "lag_after_last_post_ms": round((live["last_delivered"] - live["last_post"]) * 1000, 1),
+            "tasks_enqueued": live["tasks"],
+            "backlog_seconds": round(drained, 3),
+            "backlog_events_per_second": round(count / drained),
+            "backlog_tasks_enqueued": backlog["tasks"],
+            "inbox_rows": inbox_rows,
+            "stream_entries": entries,
+            "expected": 2 * count,
+            "target_answers_per_second": 1000,
+        }
     finally:
         stack.close()
+
+
+def _broker_messages(r) -> int:
+    """Messages published to the Redis broker so far (kombu's Redis transport LPUSHes each)."""
+    return int(r.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
+
+
+def _post_answers(app, r, answerer: int, question_ids: list[int], count: int, label: str) -> dict:
+    """Post ``count`` answers round-robin over the questions through ``post_answer``, back to back."""
+    from qa_notify.models import Question
+    from qa_notify.qa.service import post_answer
+
+    messages = _broker_messages(r)
+    with app.test_request_context():
+        first_id = (db.session.scalar(select(func.max(OutboxEvent.id))) or 0) + 1
+        user = db.session.get(User, answerer)
+        questions = [db.session.get(Question, qid) for qid in question_ids]
+        started, clock = utcnow(), time.monotonic()
+        for i in range(count):
+            post_answer(user, questions[i % len(questions)], f"{label} {i}")
+        posting = time.monotonic() - clock
+    return {"first_id": first_id, "started": started, "first_post": 0.0, "last_post": posting, "messages": messages}
+
+
+def _wait_delivered(app, r, phase: dict, timeout: float = 600) -> dict:
+    """Wait until every outbox row of the phase is delivered; return its times (seconds from
+    the first post, from the worker's own timestamps) and the tasks it took."""
+    first = phase["first_id"]
+    deadline = time.monotonic() + timeout
+    waiting = (
+        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.id >= first, OutboxEvent.delivered_at.is_(None))
+    )
+    with app.app_context():
+        while db.session.scalar(waiting):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not deliver every answer in time")
+            db.session.expire_all()
+            time.sleep(0.05)
+        last = db.session.scalar(select(func.max(OutboxEvent.delivered_at)).where(OutboxEvent.id >= first))
+        first_row = db.session.scalar(select(func.min(Notification.created_at)).where(Notification.outbox_id >= first))
+    return {
+        "last_delivered": (last - phase["started"]).total_seconds(),
+        "first_inbox_row": (first_row - phase["started"]).total_seconds(),
+        "tasks": _broker_messages(r) - phase["messages"],
+    }
 
 
 def broadcast(streams: int = 10_000, cluster: bool = False, web_processes: int = 1) -> dict:
@@ -385,19 +458,23 @@ def latency(
         cookies, token = _login(url, "bot0", PASSWORD)
         clients = ThreadClients(base_url=url, cookies=cookies, headers={"X-CSRFToken": token}, timeout=10)
         total = int(rate * seconds)
-        errors = []
+        errors, post_ms = [], []
 
         def post(i: int) -> None:
             uid = ids[i % len(ids)]
+            started = time.monotonic()
             try:
                 resp = clients.get().post(f"/api/questions/{questions[uid]}/answers", json={"body": f"m{i}"})
                 ok = resp.status_code == 201
             except httpx.HTTPError:
                 ok = False
+            post_ms.append((time.monotonic() - started) * 1000)
             if not ok:
                 errors.append(i)
 
+        cpu_before = _cpu_seconds(stack, fleet)
         figures = measure_latency(fleet, post, total, rate)
+        cpu = {role: round(t - cpu_before.get(role, 0), 1) for role, t in _cpu_seconds(stack, fleet).items()}
         fleet.close()
         return {
             "streams": streams,
@@ -405,11 +482,44 @@ def latency(
             "rate_per_second": rate,
             "post_errors": len(errors),
             **figures,
+            "post_response_ms": {"p50": round(_pct(post_ms, 50), 1), "p99": round(_pct(post_ms, 99), 1)},
+            "cpu_seconds": cpu,
             "target_p99_ms": 50,
             **_topology(cluster, web_processes, per_web),
         }
     finally:
         stack.close()
+
+
+def _cpu_seconds(stack: Stack, fleet: ClientFleet) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the stack's processes, by role: the web
+    processes, the worker (its pool included), Redis, and the load generators."""
+    import psutil
+
+    def tree(pid: int) -> float:
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    roles: dict[str, float] = {}
+    for proc in stack.children:
+        command = " ".join(map(str, proc.args))
+        role = next((r for r in ("nginx", "worker") if r in command), "web")
+        roles[role] = roles.get(role, 0.0) + tree(proc.pid)
+    roles["redis"] = sum(tree(server.process.pid) for server in stack.servers if getattr(server, "process", None))
+    roles["load_generators"] = sum(tree(proc.pid) for proc in fleet._procs)
+    own = psutil.Process().cpu_times()
+    roles["driver"] = own.user + own.system  # this process alone: the HTTP clients posting the answers
+    return roles
 
 
 class ThreadClients:
