@@ -1,8 +1,10 @@
 """Run the benchmarks and write bench/results/*.json and docs/benchmarks.md.
 
-``python -m bench`` runs everything at full size (about 10 minutes on 2 cores);
-``python -m bench --quick`` runs small versions (their figures stay out of the docs);
-``--only NAME`` runs one scenario.
+``python -m bench`` runs everything at full size, twice, the second round after the first
+(so a scenario's two runs are minutes apart, not back to back), and the docs give each
+figure's spread over the runs; ``--runs N`` changes how many. ``python -m bench --quick``
+runs small versions once (their figures stay out of the docs); ``--only NAME`` runs one
+scenario (repeatable). A results file holds the runs of its scenario's last invocation.
 """
 
 from __future__ import annotations
@@ -93,25 +95,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="small sizes, about 3 minutes; docs are not rewritten")
     parser.add_argument("--only", choices=sorted(RUNNERS), action="append", help="run just this scenario (repeatable)")
+    parser.add_argument("--runs", type=int, help="rounds over the scenarios (default 2; 1 with --quick)")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    rounds = args.runs or (1 if args.quick else 2)
+    if rounds < 1:
+        parser.error("--runs must be at least 1")
     RESULTS.mkdir(exist_ok=True)
-    for name in args.only or list(RUNNERS):
-        print(f"== {name} {sizes[name]}", flush=True)
-        started = time.monotonic()
-        result = RUNNERS[name](**sizes[name])
-        result["run"] = {
-            "quick": args.quick,
-            "wall_seconds": round(time.monotonic() - started, 1),
-            "machine": machine(),
-            "date": time.strftime("%Y-%m-%d"),
-        }
-        (RESULTS / f"{name}{'-quick' if args.quick else ''}.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps(_without_samples(result)), flush=True)
+    names = args.only or list(RUNNERS)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(1, rounds + 1):
+        for name in names:
+            runs[name].append(run_one(name, sizes[name], args.quick, round_))
+            path = RESULTS / f"{name}{'-quick' if args.quick else ''}.json"
+            path.write_text(json.dumps({"runs": runs[name]}, indent=1) + "\n")
     if args.quick:
         print("quick run: figures in bench/results/*-quick.json; docs/benchmarks.md is left as it is")
     else:
         report.write(RESULTS)
+
+
+def run_one(name: str, size: dict, quick: bool, round_: int) -> dict:
+    """Run one scenario once; return its figures with how, when and on what it ran."""
+    load = round(os.getloadavg()[0], 2)
+    print(f"== {name} {size} (round {round_}, load {load})", flush=True)
+    started = time.monotonic()
+    result = RUNNERS[name](**size)
+    result["run"] = {
+        "quick": quick,
+        "round": round_,
+        "load_average_before": load,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "time": time.strftime("%H:%M"),
+    }
+    print(json.dumps(_without_samples(result)), flush=True)
+    return result
 
 
 if __name__ == "__main__":

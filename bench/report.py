@@ -3,156 +3,285 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def _load(results: Path, name: str, quick: bool) -> dict | None:
+def _load(results: Path, name: str, quick: bool) -> list[dict]:
+    """Every run of a scenario in its results file (older files hold a single run)."""
     path = results / f"{name}{'-quick' if quick else ''}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return data.get("runs", [data])
 
 
-def _warm(lat: dict) -> str:
+def _span(runs: list[dict], get, fmt: str = "{:,}") -> str:
+    """A figure over the runs: one value when they agree (as printed), else lowest-highest."""
+    values = [v for v in (_get(run, get) for run in runs) if v is not None]
+    if not values:
+        return "-"
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return low if low == high else f"{low}-{high}"
+
+
+def _get(run: dict, get):
+    """``run[get]`` for a key, ``get(run)`` for a function; None where the run lacks it."""
+    try:
+        return get(run) if callable(get) else run[get]
+    except (KeyError, TypeError):
+        return None
+
+
+def _over(runs: list[dict]) -> str:
+    """How many runs a figure spans, for the reader to judge its spread."""
+    return "one run" if len(runs) == 1 else f"{len(runs)} runs"
+
+
+def _met(runs: list[dict], ok) -> str:
+    """Met when every run met the target; says how many did when only some."""
+    results = [bool(_get(run, ok)) for run in runs]
+    if not results:
+        return "n/a"
+    if all(results):
+        return "met"
+    return "**missed**" if not any(results) else f"met in {sum(results)} of {len(results)} runs"
+
+
+def _warm(runs: list[dict]) -> str:
     """The cold first seconds, reported apart from the measured series."""
-    warm = lat.get("warm_up")
-    if not warm or warm.get("max_ms") is None:
+    if not any(run.get("warm_up", {}).get("max_ms") is not None for run in runs):
         return ""
-    return f"; cold first {warm['events']:,} events: p99 {warm['p99_ms']} ms, max {warm['max_ms']} ms"
+    return (
+        f"; cold first {runs[0]['warm_up']['events']:,} events: p99 {_span(runs, lambda r: r['warm_up']['p99_ms'])} ms"
+    )
 
 
-def _met(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
+def _lat(runs: list[dict], get=lambda r: r) -> str:
+    """p50 and p99 over the runs, and how many events arrived."""
+    picked = [x for x in (_get(run, get) for run in runs) if x and x.get("p50_ms") is not None]
+    if not picked:
+        return "none received"
+    return (
+        f"p50 {_span(picked, 'p50_ms', '{:,}')} ms, p99 {_span(picked, 'p99_ms', '{:,}')} ms"
+        f" ({_span(picked, 'received')} received; {_over(picked)})"
+    )
+
+
+def _fanout_rows(runs: list[dict], million: bool = False) -> list[tuple]:
+    f = runs[0]
+    workers = f.get("workers", 1)
+    target = 20 if million else 10
+    rows = [
+        (
+            f"Fan-out: one answer, {f['recipients'] - 1:,} followers, {workers} worker{'s' * (workers > 1)} (-c 2)",
+            f"< {target} s",
+            f"{_span(runs, 'seconds', '{}')} s ({_span(runs, 'recipients_per_second')} recipients/s;"
+            f" exactly one inbox row and stream entry each: {_exactly_once(runs)}; {_over(runs)})",
+            _met(runs, lambda r: r["seconds"] < target),
+        )
+    ]
+    if not million:
+        rows.append(
+            (
+                "Redis round trips per recipient (one pipeline of Lua calls per batch)",
+                "-",
+                f"{_span(runs, 'redis_round_trips_per_recipient', '{}')}"
+                f" ({_span(runs, 'lua_calls')} Lua calls in them)",
+                "n/a",
+            )
+        )
+    return rows
+
+
+def _exactly_once(runs: list[dict]) -> str:
+    ok = all(r["inbox_rows"] == r["recipients"] == r["stream_entries"] for r in runs)
+    return "yes" if ok else "**no**"
+
+
+def _tasks_rows(runs: list[dict]) -> list[tuple]:
+    t = runs[0]
+    return [
+        (
+            f"Many small events end to end ({t['answers']:,} answers through `post_answer`, 1 follower each)",
+            ">= 1,000 answers/s",
+            f"{_span(runs, 'answers_per_second')} answers/s ({_span(runs, 'tasks_enqueued')} tasks; one producer"
+            f" posts {_span(runs, 'posted_per_second')}/s, the last delivered"
+            f" {_span(runs, 'lag_after_last_post_ms', '{}')} ms after the last post; {_over(runs)})",
+            _met(runs, lambda r: r["answers_per_second"] >= 1000),
+        ),
+        (
+            f"Same, a backlog of {t['answers']:,} answers drained by the worker alone",
+            "-",
+            f"{_span(runs, 'backlog_events_per_second')} events/s ({_span(runs, 'backlog_tasks_enqueued')} tasks;"
+            f" {_over(runs)})",
+            "n/a",
+        ),
+    ]
+
+
+def _latency_rows(runs: list[dict], light: list[dict]) -> list[tuple]:
+    rows = []
+    if runs:
+        lat = runs[0]
+        rows.append(
+            (
+                f"Answer POST -> new_answers, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s",
+                "p99 <= 50 ms",
+                _lat(runs) + _warm(runs),
+                _met(runs, lambda r: r["p99_ms"] is not None and r["p99_ms"] <= 50),
+            )
+        )
+    if light:
+        rows.append(
+            (
+                f"Same, at a light rate ({light[0]['rate_per_second']:g}/s)",
+                "-",
+                _lat(light) + _warm(light),
+                "n/a",
+            )
+        )
+    return rows
+
+
+def _broadcast_rows(runs: list[dict]) -> list[tuple]:
+    return [
+        (
+            f"Broadcast to {runs[0]['streams']:,} open streams, one web process",
+            "last <= 1 s",
+            f"median {_span(runs, 'median_seconds', '{}')} s, last {_span(runs, 'last_seconds', '{}')} s"
+            f" ({_span(runs, 'received')} of {_span(runs, 'connected')} received; {_over(runs)})",
+            _met(
+                runs,
+                lambda r: r["last_seconds"] is not None and r["last_seconds"] <= 1.0 and r["received"] == r["streams"],
+            ),
+        )
+    ]
+
+
+def _capacity_rows(by_rate: dict[str, list[dict]]) -> list[tuple]:
+    """Streams one process holds and RSS per stream, at each connect rate measured."""
+    rows = []
+    for label, runs in by_rate.items():
+        if not runs:
+            continue
+        rate = f"opened at {runs[0]['connect_rate_per_second']:,}/s"
+        rows += [
+            (
+                f"Streams one web process holds, {rate} (heartbeats flowing)",
+                ">= 19,000",
+                f"{_span(runs, 'open_after_hold')} of {_span(runs, 'streams_requested')} ({_over(runs)})",
+                _met(runs, lambda r: r["open_after_hold"] >= 19_000),
+            ),
+            (
+                f"RSS per idle stream, {rate}",
+                "<= 16 KB",
+                f"{_span(runs, 'rss_per_stream_kb', '{}')} KB ({_over(runs)})",
+                _met(runs, lambda r: r["rss_per_stream_kb"] <= 16),
+            ),
+        ]
+        if label == "capacity":
+            rows.append(
+                (
+                    "Redis connections of that web process",
+                    "<= 4",
+                    _span(runs, "redis_connections_web_process"),
+                    _met(runs, lambda r: r["redis_connections_web_process"] <= 4),
+                )
+            )
+    return rows
+
+
+def _machine_rows(runs: list[dict]) -> list[tuple]:
+    m = runs[0]
+    return [
+        (
+            f"Streams one machine holds: {m['web_processes']} web processes behind nginx, opened at"
+            f" {m['connect_rate_per_second']:,}/s",
+            ">= 90,000",
+            f"{_span(runs, 'open_streams_metrics_total')} of {_span(runs, 'streams_requested')}"
+            f" (connect errors {_span(runs, 'connect_errors')}, refused after the storm"
+            f" {_span(runs, 'refused_after_storm')}; web {_span(runs, 'web_rss_per_stream_kb', '{}')} KB"
+            f" + nginx {_span(runs, 'nginx_rss_per_stream_kb', '{}')} KB per stream; {_over(runs)})",
+            _met(runs, lambda r: r["open_streams_metrics_total"] >= 90_000),
+        ),
+        (
+            "Broadcast to every one of them",
+            "last <= 2 s",
+            f"last {_span(runs, 'broadcast_last_seconds', '{}')} s"
+            f" ({_span(runs, 'broadcast_received')} received; {_over(runs)})",
+            _met(
+                runs,
+                lambda r: (
+                    r["broadcast_last_seconds"] is not None
+                    and r["broadcast_last_seconds"] <= 2
+                    and r["broadcast_received"] == r["open_streams_metrics_total"]
+                ),
+            ),
+        ),
+    ]
+
+
+SCENARIOS = (
+    "fanout",
+    "fanout_million",
+    "tasks",
+    "latency",
+    "latency_light",
+    "broadcast",
+    "capacity",
+    "capacity_slow",
+    "capacity_fast",
+    "machine",
+    "flask_sse",
+    "broadcast_cluster",
+    "latency_cluster",
+)
+
+
+def _rows(r: dict[str, list[dict]]) -> list[tuple]:
+    rows = []
+    if r["fanout"]:
+        rows += _fanout_rows(r["fanout"])
+    if r["fanout_million"]:
+        rows += _fanout_rows(r["fanout_million"], million=True)
+    if r["tasks"]:
+        rows += _tasks_rows(r["tasks"])
+    rows += _latency_rows(r["latency"], r["latency_light"])
+    if r["broadcast"]:
+        rows += _broadcast_rows(r["broadcast"])
+    rows += _capacity_rows({name: r[name] for name in ("capacity", "capacity_slow", "capacity_fast")})
+    if r["machine"]:
+        rows += _machine_rows(r["machine"])
+    return rows
 
 
 def write(results: Path, quick: bool = False) -> Path:
     """Write docs/benchmarks.md from whatever results exist."""
     DOCS.mkdir(exist_ok=True)
-    r = {
-        name: _load(results, name, quick)
-        for name in (
-            "fanout",
-            "tasks",
-            "latency",
-            "latency_light",
-            "broadcast",
-            "capacity",
-            "flask_sse",
-            "broadcast_cluster",
-            "latency_cluster",
-        )  # fmt: skip
-    }
-    rows = []
-    if r["fanout"]:
-        f = r["fanout"]
-        rows.append(
-            (
-                f"Fan-out: one answer, {f['recipients'] - 1:,} followers, 1 worker (-c 2)",
-                "< 10 s",
-                f"{f['seconds']} s ({f['recipients_per_second']:,} recipients/s)",
-                _met(f["seconds"] < 10),
-            )
-        )
-        rows.append(
-            (
-                "Redis round trips per recipient (one pipeline of Lua calls per batch)",
-                "-",
-                f"{f['redis_round_trips_per_recipient']} ({f['lua_calls']:,} Lua calls in them)",
-                "n/a",
-            )
-        )
-    if r["tasks"]:
-        t = r["tasks"]
-        rows.append(
-            (
-                f"Many small events end to end ({t['answers']:,} answers through `post_answer`, 1 follower each)",
-                ">= 1,000 answers/s",
-                f"{t['answers_per_second']:,} answers/s ({t['tasks_enqueued']:,} tasks; one producer posts"
-                f" {t['posted_per_second']:,}/s)",
-                _met(t["answers_per_second"] >= 1000),
-            )
-        )
-        rows.append(
-            (
-                f"Same, a backlog of {t['answers']:,} answers drained by the worker alone",
-                "-",
-                f"{t['backlog_events_per_second']:,} events/s ({t['backlog_tasks_enqueued']:,} tasks)",
-                "n/a",
-            )
-        )
-    if r["latency"]:
-        lat = r["latency"]
-        rows.append(
-            (
-                f"Answer POST -> new_answers, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s",
-                "p99 <= 50 ms",
-                f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['received']}/{lat['answers']} received)"
-                + _warm(lat),
-                _met(lat["p99_ms"] is not None and lat["p99_ms"] <= 50),
-            )
-        )
-    if r["latency_light"]:
-        lat = r["latency_light"]
-        rows.append(
-            (
-                f"Same, at a rate this machine sustains ({lat['rate_per_second']:g}/s)",
-                "-",
-                f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms ({lat['received']}/{lat['answers']} received)"
-                + _warm(lat),
-                "n/a",
-            )
-        )
-    if r["broadcast"]:
-        b = r["broadcast"]
-        rows.append(
-            (
-                f"Broadcast to {b['connected']:,} open streams, one web process",
-                "last <= 1 s",
-                f"median {b['median_seconds']} s, last {b['last_seconds']} s ({b['received']:,} received)",
-                _met(b["last_seconds"] is not None and b["last_seconds"] <= 1.0 and b["received"] == b["streams"]),
-            )
-        )
-    if r["capacity"]:
-        c = r["capacity"]
-        rows.append(
-            (
-                "Streams one web process holds (heartbeats flowing)",
-                "19,000",
-                f"{c['open_after_hold']:,} of {c['streams_requested']:,}",
-                _met(c["open_after_hold"] >= 19_000),
-            )
-        )
-        rows.append(
-            (
-                "RSS per idle stream",
-                "<= 20 KB",
-                f"{c['rss_per_stream_kb']} KB ({c['rss_before_mb']} -> {c['rss_after_mb']} MB)",
-                _met(c["rss_per_stream_kb"] <= 20),
-            )
-        )
-        rows.append(
-            (
-                "Redis connections of that web process",
-                "<= 4",
-                str(c["redis_connections_web_process"]),
-                _met(c["redis_connections_web_process"] <= 4),
-            )
-        )
-    machine = next((v["run"]["machine"] for v in r.values() if v), {})
+    r = {name: _load(results, name, quick) for name in SCENARIOS}
+    machine = next((runs[0]["run"]["machine"] for runs in r.values() if runs), {})
+    dates = sorted({run["run"]["date"] for runs in r.values() for run in runs})
     lines = [
         "# Benchmarks",
         "",
-        f"Measured with `make bench`{' --quick' if quick else ''} on {machine.get('cores')} cores, {machine.get('ram_gib')} GiB, Python {machine.get('python')}:",
-        "everything on one machine (the load generators, Redis, the worker and the web process share the 2 cores),",
-        "embedded Valkey 8 and SQLite. Raw figures: `bench/results/*.json`.",
+        f"Measured with `make bench`{' --quick' if quick else ''} on {machine.get('cores')} cores,"
+        f" {machine.get('ram_gib')} GiB, Python {machine.get('python')}, on {', '.join(dates)}:",
+        "everything on one machine (the load generators, Redis, the worker and the web processes share",
+        "the cores), embedded Valkey 8 and SQLite. Each scenario runs twice, alternating with the others;",
+        "a figure given as low-high spans the runs. Raw figures, with each run's load average before it:",
+        "`bench/results/*.json`.",
         "",
         "| scenario | target | measured | |",
         "|---|---|---|---|",
-        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(r)],
         "",
     ]
-    if r["latency"] and r["latency"].get("latencies_ms"):
-        _plot_latency(r["latency"]["latencies_ms"])
+    series = [run["latencies_ms"] for run in r["latency"] if run.get("latencies_ms")]
+    if series:
+        _plot_latency(series)
         lines += ["![latency CDF](latency-cdf.png)", ""]
     if r["broadcast_cluster"] or r["latency_cluster"]:
         lines += _cluster_comparison(r)
@@ -169,17 +298,17 @@ def write(results: Path, quick: bool = False) -> Path:
 HAND_WRITTEN = "<!-- analysis below: written by hand, kept when bench/report.py rewrites this page -->\n"
 
 
-def _ratio(ours: float | None, theirs: float | None) -> str:
+def _ratio(ours: list, theirs: list) -> str:
+    """qa_notify / flask-sse from the medians of each side's runs."""
+    ours, theirs = [v for v in ours if v], [v for v in theirs if v]
     if not ours or not theirs:
         return "-"
-    ratio = ours / theirs
+    ratio = statistics.median(ours) / statistics.median(theirs)
     return f"1/{round(1 / ratio):,}" if ratio < 0.01 else f"{ratio:.2f}x"
 
 
-def _lat(figures: dict | None) -> str:
-    if not figures or figures.get("p50_ms") is None:
-        return "none received"
-    return f"p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms ({figures['received']:,} received)"
+def _values(runs: list[dict], get) -> list:
+    return [v for v in (_get(run, get) for run in runs) if v is not None]
 
 
 def _cluster_comparison(r: dict) -> list[str]:
@@ -190,13 +319,17 @@ def _cluster_comparison(r: dict) -> list[str]:
         if not (one and many):
             continue
         if name == "broadcast":
-            cells = [f"last {x['last_seconds']} s ({x['received']:,} of {x['streams']:,})" for x in (one, many)]
+            cells = [
+                f"last {_span(x, 'last_seconds', '{}')} s ({_span(x, 'received')} of {_span(x, 'streams')}; {_over(x)})"
+                for x in (one, many)
+            ]
         else:
             cells = [_lat(x) for x in (one, many)]
-        rows.append(f"| {what} ({many['streams']:,} streams) | {cells[0]} | {cells[1]} |")
-    conns = [x.get("redis_connections_per_web_process") for x in (r.get("broadcast"), r.get("broadcast_cluster")) if x]
-    if len(conns) == 2 and None not in conns:
-        rows.append(f"| Redis connections per web process | {conns[0]:g} | {conns[1]:g} (over 3 masters) |")
+        rows.append(f"| {what} ({many[0]['streams']:,} streams) | {cells[0]} | {cells[1]} |")
+    conns = [r.get(name) for name in ("broadcast", "broadcast_cluster")]
+    if all(conns):
+        one, many = (_span(x, "redis_connections_per_web_process", "{:g}") for x in conns)
+        rows.append(f"| Redis connections per web process | {one} | {many} (over 3 masters) |")
     return [
         "## One Valkey or a 3-master cluster",
         "",
@@ -212,50 +345,58 @@ def _cluster_comparison(r: dict) -> list[str]:
 
 
 def _comparison(r: dict) -> list[str]:
-    """The qa_notify / flask-sse table: same machine, same run, same load generator."""
+    """The qa_notify / flask-sse table: same machine, same runs, same load generator."""
     fs = r["flask_sse"]
     rows = []
-    c, fc = r["capacity"], fs["capacity"]
-    if c:
-        rows += [
-            ("Idle streams one process holds", f"{c['open_after_hold']:,}", f"{fc['open_after_hold']:,}",
-             _ratio(c["open_after_hold"], fc["open_after_hold"])),
-            ("RSS per idle stream", f"{c['rss_per_stream_kb']} KB", f"{fc['rss_per_stream_kb']} KB",
-             _ratio(c["rss_per_stream_kb"], fc["rss_per_stream_kb"])),
-            ("Redis connections for those streams", str(c["redis_connections_web_process"]),
-             f"{fc['redis_connections_web_process']:,}",
-             _ratio(c["redis_connections_web_process"], fc["redis_connections_web_process"])),
-        ]  # fmt: skip
-    b, fb = r["broadcast"], fs["broadcast"]
-    if b:
-        rows.append(
-            (f"Broadcast to {b['streams']:,} streams: reached, last arrival",
-             f"{b['received']:,}, {b['last_seconds']} s", f"{fb['received']:,}, {fb['last_seconds']} s",
-             _ratio(b["last_seconds"], fb["last_seconds"]) + " time")
-        )  # fmt: skip
+
+    def side(runs: list[dict], part: str, key: str, fmt: str = "{:,}") -> tuple[str, list]:
+        return _span(runs, lambda x: x[part][key], fmt), _values(runs, lambda x: x[part][key])
+
+    cap = [{"capacity": run} for run in r["capacity"]]
+    if cap:
+        for what, key, fmt in (
+            ("Idle streams one process holds", "open_after_hold", "{:,}"),
+            ("RSS per idle stream (KB)", "rss_per_stream_kb", "{}"),
+            ("Redis connections for those streams", "redis_connections_web_process", "{:,}"),
+        ):
+            (ours, ov), (theirs, tv) = side(cap, "capacity", key, fmt), side(fs, "capacity", key, fmt)
+            rows.append((what, ours, theirs, _ratio(ov, tv)))
+    if r["broadcast"]:
+        b = [{"broadcast": run} for run in r["broadcast"]]
+        (ours, ov), (theirs, tv) = (
+            side(b, "broadcast", "last_seconds", "{}"),
+            side(fs, "broadcast", "last_seconds", "{}"),
+        )
+        rows.append((f"Broadcast to {r['broadcast'][0]['streams']:,} streams: last arrival (s)", ours, theirs,
+                     _ratio(ov, tv) + " time"))  # fmt: skip
     if r["latency"]:
         lat = r["latency"]
         rows.append(
-            (f"HTTP POST -> event, {lat['streams']:,} streams, {lat['rate_per_second']:g}/s "
+            (f"HTTP POST -> event, {lat[0]['streams']:,} streams, {lat[0]['rate_per_second']:g}/s "
              "(qa_notify: an answer through database and worker; flask-sse: a bare publish)",
-             _lat(lat), _lat(fs["latency_http"]), _ratio(lat["p99_ms"], fs["latency_http"].get("p99_ms")) + " p99")
+             _lat(lat), _lat(fs, lambda x: x["latency_http"]),
+             _ratio(_values(lat, "p99_ms"), _values(fs, lambda x: x["latency_http"]["p99_ms"])) + " p99")
         )  # fmt: skip
-    sp = fs["stream_path"]
+    ours_path, theirs_path = (lambda x: x["stream_path"]["qa_notify"]), (lambda x: x["stream_path"]["flask_sse"])
     rows.append(
-        (f"Stream path alone: event written into Redis -> received, {sp['qa_notify']['streams']:,} streams",
-         _lat(sp["qa_notify"]), _lat(sp["flask_sse"]),
-         _ratio(sp["qa_notify"].get("p99_ms"), sp["flask_sse"].get("p99_ms")) + " p99")
+        (f"Stream path alone: event written into Redis -> received, {fs[0]['stream_path']['qa_notify']['streams']:,} streams",
+         _lat(fs, ours_path), _lat(fs, theirs_path),
+         _ratio(_values(fs, lambda x: x["stream_path"]["qa_notify"]["p99_ms"]),
+                _values(fs, lambda x: x["stream_path"]["flask_sse"]["p99_ms"])) + " p99")
     )  # fmt: skip
     rows += [
         ("Login; a client sees only its own events", "yes", "no: any client may read any channel", ""),
         ("Replay after a reconnect (Last-Event-ID)", "yes", "no", ""),
         ("Heartbeats (dead clients noticed, proxies kept open)", "yes", "no", ""),
     ]
+    same_day = {run["run"]["date"] for run in fs} == {run["run"]["date"] for run in r["capacity"] + r["latency"]}
     return [
-        "## qa_notify and flask-sse 1.0: same machine, same run, same load generator",
+        "## qa_notify and flask-sse 1.0: same machine, same load generator",
         "",
         "flask-sse runs under `gunicorn -k gevent` (one worker, worker connections and open files",
-        "raised to 20,000), one channel per user. Ratios are qa_notify / flask-sse.",
+        "raised to 20,000), one channel per user. Ratios are qa_notify / flask-sse, from the medians",
+        "of each side's runs."
+        + ("" if same_day else " **The two sides were measured on different days: compare with care.**"),
         "",
         "| | qa_notify | flask-sse 1.0 | ratio |",
         "|---|---|---|---|",
@@ -264,19 +405,22 @@ def _comparison(r: dict) -> list[str]:
     ]
 
 
-def _plot_latency(latencies: list[float]) -> None:
+def _plot_latency(series: list[list[float]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ordered = sorted(latencies)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))])
+    for n, latencies in enumerate(series, 1):
+        ordered = sorted(latencies)
+        ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=f"run {n}")
     ax.set_xlabel("answer POST -> event received (ms)")
     ax.set_ylabel("fraction of events")
     ax.set_title("End-to-end latency")
     ax.grid(True, alpha=0.3)
+    if len(series) > 1:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(DOCS / "latency-cdf.png", dpi=100)
     plt.close(fig)
