@@ -7,6 +7,7 @@ an entry's id is the SSE event id, so it only grows, per user.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -68,14 +69,22 @@ def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
     key = channels.user_stream(user_id)
     if last_id is None:
         return Backlog([], False, _newest_id(r, key))
-    oldest = r.xrange(key, count=1)
+    oldest = _entries(r.xrange(key, count=1))
     if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
         return Backlog([], True, _newest_id(r, key) or last_id)
-    entries = r.xrange(key, min="(" + last_id)
+    entries = _entries(r.xrange(key, min="(" + last_id))
     events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
     return Backlog(events, False, events[-1].id if events else last_id)
 
 
 def _newest_id(r: redis.Redis, key: str) -> str | None:
-    newest = r.xrevrange(key, count=1)
+    newest = _entries(r.xrevrange(key, count=1))
     return newest[0][0] if newest else None
+
+
+Entry = tuple[str, dict[str, str]]
+
+
+def _entries(reply) -> list[Entry]:
+    """Type a stream reply as what a client that decodes responses returns: (id, fields) pairs."""
+    return cast(list[Entry], reply)

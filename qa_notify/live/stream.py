@@ -114,14 +114,14 @@ def _event_stream(
         yield sse.format_retry(retry_ms)
         if backlog.gap:
             yield _resync_frame(backlog.last_id)
-        for event in backlog.events:
-            yield frame(event)
+        yield from map(frame, backlog.events)
         last_id = backlog.last_id
         last = parse_event_id(last_id) if last_id else (0, 0)
+        # This frame lives as long as the stream: let it hold nothing already sent (the
+        # replayed backlog, the last frames) while it idles.
+        del backlog
         while True:
-            # This frame lives as long as the stream: let it hold nothing already sent (a
-            # replayed backlog, the last events) while it idles.
-            backlog = items = frames = event = None
+            items = frames = None
             items = sub.wait(heartbeat)
             if sub.closed:
                 if sub.close_reason == "shutdown":
