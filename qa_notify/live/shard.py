@@ -43,6 +43,24 @@ class Shard:
         self.connected = threading.Event()
         self.retired = False
 
+    def drop(self, channel: str) -> None:
+        """Stop carrying ``channel`` (called with the broker's lock held)."""
+        self.channels.discard(channel)
+        self.commands.append(("SUNSUBSCRIBE", channel))
+        self.unsubscribing[channel] = self.unsubscribing.get(channel, 0) + 1
+
+    def answers_own_unsubscribe(self, channel: str) -> bool:
+        """True when an SUNSUBSCRIBE reply answers one of ours (and count it off)."""
+        with self.broker.lock:
+            own = self.unsubscribing.get(channel, 0)
+            if not own:
+                return False
+            if own == 1:
+                del self.unsubscribing[channel]
+            else:
+                self.unsubscribing[channel] = own - 1
+            return True
+
     def start(self) -> None:
         """Connect and listen in a thread of its own (a greenlet under gevent)."""
         name = f"qa-notify-hub-{self.address[1]}"

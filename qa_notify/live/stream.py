@@ -124,10 +124,7 @@ def _event_stream(
             items = frames = None
             items = sub.wait(heartbeat)
             if sub.closed:
-                if sub.close_reason == "shutdown":
-                    yield _reconnect_hint(retry_ms)
-                elif sub.close_reason not in SILENT_CLOSES:
-                    yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
+                yield from _last_words(sub.close_reason, retry_ms)
                 return
             if not items:
                 yield sse.format_comment("heartbeat")
@@ -179,6 +176,15 @@ def _frames_for(
 # Closes after which no event is sent: nobody reads (overflow, hang-up) or the process is going
 # (that one sends only a reconnect hint, see ``_reconnect_hint``).
 SILENT_CLOSES = ("overflow", "shutdown", "client_gone")
+
+
+def _last_words(reason: str | None, retry_ms: int) -> list[bytes]:
+    """Return what a stream closed for ``reason`` sends before it ends."""
+    if reason == "shutdown":
+        return [_reconnect_hint(retry_ms)]
+    if reason in SILENT_CLOSES:
+        return []
+    return [sse.format_event(json.dumps({"reason": reason}), event=SERVER_CLOSED)]
 
 
 def _reconnect_hint(retry_ms: int) -> bytes:

@@ -78,9 +78,7 @@ class RedisBroker:
             address = self._shard_of.pop(channel, None)
             shard = self._shards.get(address) if address is not None else None
             if shard is not None:
-                shard.channels.discard(channel)
-                shard.commands.append(("SUNSUBSCRIBE", channel))
-                shard.unsubscribing[channel] = shard.unsubscribing.get(channel, 0) + 1
+                shard.drop(channel)
 
     def replay(self, user_id: int, last_id: str | None) -> Backlog:
         """Return what ``user_id`` missed since ``last_id``, from their Redis stream."""
@@ -114,7 +112,7 @@ class RedisBroker:
                 dispatch(self.handler, user_id, response[2])
         elif kind == "ssubscribe":
             self._confirm(shard, channel)
-        elif kind == "sunsubscribe" and not self._own_unsubscribe(shard, channel):
+        elif kind == "sunsubscribe" and not shard.answers_own_unsubscribe(channel):
             self.dropped(shard, channel)  # the server dropped the channel: its slot moved away
 
     def lost(self, shard: Shard) -> None:
@@ -153,18 +151,6 @@ class RedisBroker:
             self._gapped.add(channel)
 
     # -- confirmations ----------------------------------------------------------------------
-
-    def _own_unsubscribe(self, shard: Shard, channel: str) -> bool:
-        """True when an SUNSUBSCRIBE reply answers one of ours (and count it off)."""
-        with self.lock:
-            own = shard.unsubscribing.get(channel, 0)
-            if not own:
-                return False
-            if own == 1:
-                del shard.unsubscribing[channel]
-            else:
-                shard.unsubscribing[channel] = own - 1
-            return True
 
     def _confirm(self, shard: Shard, channel: str) -> None:
         with self.lock:
