@@ -150,9 +150,8 @@ class RedisBroker:
             self._confirmed.discard(channel)
             self._gapped.add(channel)
 
-    # -- confirmations ----------------------------------------------------------------------
-
     def _confirm(self, shard: Shard, channel: str) -> None:
+        """``channel`` is subscribed (again): resume its streams if it was cut, wake who waits for it."""
         with self.lock:
             if self._shard_of.get(channel) != shard.address:
                 return  # a late answer from a master the channel has since left
