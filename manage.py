@@ -59,8 +59,8 @@ def web(host: str, port: int) -> None:
 
     machine.join(INSTANCE_DIR / "metrics")  # before the app: prometheus_client reads it at import
     from qa_notify.limits import raise_open_file_limit
+    from qa_notify.live.hub import close_all_streams
     from qa_notify.metrics.instruments import stream_gauges
-    from qa_notify.notifications.stream import close_all_streams
     from qa_notify.webserver import make_server
 
     raise_open_file_limit()

@@ -115,17 +115,18 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the site's parts: auth, Q&A, notifications, admin, email (unsubscribe links)."""
+    """Mount the site's parts: auth, Q&A, notifications (inbox), live (stream), admin, email (unsubscribe links)."""
     from .urls import IdConverter
 
     app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .auth import bp as auth_bp
+    from .live import bp as live_bp
     from .mail import bp as mail_bp
     from .notifications import bp as notifications_bp
     from .qa import bp as qa_bp
 
-    for blueprint in (auth_bp, qa_bp, notifications_bp, admin_bp, mail_bp):
+    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, admin_bp, mail_bp):
         app.register_blueprint(blueprint)
 
 
@@ -175,7 +176,7 @@ def register_security_headers(app: Flask) -> None:
 
 def register_stream_admission(app: Flask) -> None:
     """Refuse new streams cheaply while the process drains (outermost middleware)."""
-    from .notifications.admission import register_stream_admission as register
+    from .live.admission import register_stream_admission as register
 
     register(app)
 

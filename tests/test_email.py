@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from qa_notify.extensions import db
+from qa_notify.live.leases import StreamQuota
 from qa_notify.mail.confirm import confirm_token
 from qa_notify.models import EmailMessage, Notification, OutboxEvent, User, utcnow
-from qa_notify.notifications.quota import StreamQuota
 
 from .smtp import SMTPSink, confirm_address, html_of, text_of
 

@@ -11,7 +11,7 @@ import pytest
 from qa_notify import create_app
 from qa_notify.events.connections import is_cluster
 from qa_notify.extensions import db
-from qa_notify.notifications.stream import close_all_streams
+from qa_notify.live.hub import close_all_streams
 
 
 def test_healthz_reports_the_database_every_redis_master_and_the_broker(app, api, redis_url):

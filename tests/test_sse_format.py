@@ -7,7 +7,7 @@ import sseclient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qa_notify.events.sse import SSEFieldError, format_comment, format_event, format_retry
+from qa_notify.live.sse import SSEFieldError, format_comment, format_event, format_retry
 
 # Any text at all, including CR, LF, CRLF, NUL-free unicode and field-looking lines.
 payloads = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=300)

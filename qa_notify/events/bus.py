@@ -1,9 +1,10 @@
-"""Redis side of delivery: push events into per-user streams and channels, read them back.
+"""Redis side of delivery (the write side): push events into per-user streams and channels.
 
 Each user has a capped Redis stream (replay after a reconnect) and a pub/sub channel (live
 push). A Lua script appends to the stream and publishes in one atomic step, so the order
 on the channel is the order in the stream and a stream entry's id is the SSE event id:
-it only grows, per user. Key and channel names come from ``channels``.
+it only grows, per user. Key and channel names come from ``channels``; reading a stream
+back is the live side's (``qa_notify.live.replay``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 
 import redis
 from flask import current_app
@@ -56,40 +56,6 @@ return id
 MARKER_TTL_SECONDS = 3 * 24 * 3600
 # Recipients per Lua call: keeps any one script short so Redis stays responsive.
 SCRIPT_CHUNK = 500
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """One event read back from a user's stream or channel."""
-
-    id: str
-    type: str
-    data: str
-
-    @property
-    def sort_key(self) -> tuple[int, int]:
-        """Return the stream id as a comparable pair."""
-        return parse_event_id(self.id)
-
-
-# Each half of a Redis stream id is an unsigned 64-bit number.
-_MAX_ID_PART = 2**64 - 1
-
-
-def parse_event_id(value: str) -> tuple[int, int]:
-    """Parse a stream id ``"<ms>-<seq>"`` Redis would accept; raise ValueError for anything else.
-
-    Only ASCII digits, each half at most 2**64 - 1: ``str.isdigit`` alone would let through
-    other scripts' digits and numbers Redis refuses, which then failed as a Redis error (a
-    misleading 503) instead of a bad-request answer.
-    """
-    ms, sep, seq = value.partition("-")
-    if not sep or len(value) > 41 or not (ms + seq).isascii() or not ms.isdigit() or not seq.isdigit():
-        raise ValueError(f"not an event id: {value[:60]!r}")
-    parts = int(ms), int(seq)
-    if max(parts) > _MAX_ID_PART:
-        raise ValueError(f"not an event id: {value[:60]!r}")
-    return parts
 
 
 def redis_client() -> redis.Redis:
@@ -274,46 +240,9 @@ def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
 def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: str | None = None) -> None:
     """Ask every web process to close ``user_id``'s open streams (of one session, if given)."""
     # On the user's own channel, so only the processes serving that user hear it; with no
-    # event id in front, the hub knows it for a control message.
+    # event id in front, the live side knows it for a control message.
     message = "\nclose\n" + json.dumps({"reason": reason, "session_id": session_id})
     try:
         r.spublish(channels.user_channel(user_id), message)
     except redis.RedisError:
         log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
-
-
-def parse_live_message(message: str) -> StreamEvent:
-    """Decode a message from a user channel (``id\\ntype\\ndata``)."""
-    event_id, event_type, data = message.split("\n", 2)
-    return StreamEvent(event_id, event_type, data)
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """What a user missed: the events after their last id, or ``gap`` when some were dropped."""
-
-    events: list[StreamEvent]
-    gap: bool
-    last_id: str | None
-
-
-def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
-    """Return the events after ``last_id`` in ``user_id``'s stream, oldest first.
-
-    ``gap`` is True when ``last_id`` is older than what the stream still holds (trimmed,
-    expired or wiped): the caller must tell the page to refetch its inbox.
-    """
-    key = channels.user_stream(user_id)
-    if last_id is None:
-        return Backlog([], False, _newest_id(r, key))
-    oldest = r.xrange(key, count=1)
-    if not oldest or parse_event_id(last_id) < parse_event_id(oldest[0][0]):
-        return Backlog([], True, _newest_id(r, key) or last_id)
-    entries = r.xrange(key, min="(" + last_id)
-    events = [StreamEvent(eid, fields.get("t", "message"), fields.get("d", "{}")) for eid, fields in entries]
-    return Backlog(events, False, events[-1].id if events else last_id)
-
-
-def _newest_id(r: redis.Redis, key: str) -> str | None:
-    newest = r.xrevrange(key, count=1)
-    return newest[0][0] if newest else None

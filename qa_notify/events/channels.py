@@ -75,7 +75,7 @@ def user_stream(user_id: int) -> str:
 
 
 def user_connections(user_id: int) -> str:
-    """Return the sorted set of leases on ``user_id``'s open streams (see notifications.quota)."""
+    """Return the sorted set of leases on ``user_id``'s open streams (see live.leases)."""
     return f"{_user_prefix(user_id)}:conns"
 
 

@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..events import bus
 from ..extensions import db
+from ..live.leases import presence
 from ..models import Notification, User, utcnow
-from ..notifications.quota import presence
 from . import sending
 from .content import build_message
 

@@ -1,16 +1,11 @@
-"""JSON endpoints for the inbox, preferences and the long-poll fallback."""
+"""JSON endpoints for the inbox and preferences (the long-poll fallback is ``qa_notify.live.longpoll``)."""
 
 from __future__ import annotations
 
-import json
-
-import redis
-from flask import current_app, jsonify, request, session
+from flask import jsonify, request
 from flask_login import current_user
 
-from ..events import bus
 from ..events.types import MUTEABLE_TYPES
-from ..extensions import db
 from ..jsonapi import APIError, api_login_required, field, json_body
 from ..mail.preferences import MAX_ADDRESS, email_preferences, normalise_address, set_email_preferences
 from ..models import EMAIL_MODES, MAX_ID, valid_id
@@ -104,46 +99,3 @@ def api_set_preferences():
     except ValueError as exc:
         raise APIError(422, str(exc)) from None
     return api_preferences()
-
-
-@bp.get("/api/notifications/poll")
-@api_login_required
-def api_poll():
-    """Long-poll fallback: the events after ``after`` as soon as there are any, else [] at the timeout."""
-    from .hub import TooManyStreams
-    from .stream import get_hub
-
-    after = request.args.get("after") or None
-    if after is not None:
-        try:
-            bus.parse_event_id(after)
-        except ValueError:
-            raise APIError(400, "'after' must be an event id like 1700000000000-0") from None
-    max_wait = current_app.config["LONG_POLL_MAX_SECONDS"]
-    raw_timeout = request.args.get("timeout", "25")
-    try:
-        timeout = min(max(float(raw_timeout), 0.0), max_wait)
-    except ValueError:
-        raise APIError(400, "'timeout' must be a number of seconds") from None
-    if timeout != timeout:  # NaN
-        raise APIError(400, "'timeout' must be a number of seconds")
-    user_id = current_user.id
-    session_id = session.get("sid")
-    db.session.close()  # do not hold a database connection while waiting
-    r = bus.redis_client()
-    hub = get_hub()
-    try:
-        sub = hub.attach(user_id, session_id)
-        try:
-            backlog = bus.replay_since(r, user_id, after)
-            if after is not None and not backlog.events and not backlog.gap and timeout > 0:
-                sub.wait(timeout)
-                backlog = bus.replay_since(r, user_id, after)
-        finally:
-            hub.detach(sub)
-    except TooManyStreams:
-        raise APIError(429, "too many open notification streams for this user") from None
-    except redis.RedisError:
-        raise APIError(503, "notifications are briefly unavailable; retry shortly") from None
-    events = [{"id": e.id, "type": e.type, "data": json.loads(e.data)} for e in backlog.events]
-    return jsonify(events=events, resync=backlog.gap, last_id=backlog.last_id)

@@ -1,9 +1,9 @@
 """``GET /notifications``: the logged-in user's events as Server-Sent Events.
 
-On connect: subscribe to the user's channel (through the process's hub), then read what
-they missed since ``Last-Event-ID`` from their Redis stream, then go live, dropping any live
-event the backlog already covered. Nothing here queries the follow graph: it only relays
-what the workers pushed.
+On connect: attach to the user's channel and read what they missed since
+``Last-Event-ID`` (``attach.attach_and_replay``), then go live, dropping any live event
+the backlog already covered. Nothing here queries the follow graph: it only relays what
+the workers pushed.
 """
 
 from __future__ import annotations
@@ -17,28 +17,19 @@ import redis
 from flask import Response, current_app, request, session
 from flask_login import current_user
 
-from ..events import bus, sse
 from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
-from ..jsonapi import APIError, api_login_required
+from ..jsonapi import api_login_required
 from ..logs import request_id as current_request_id
 from ..metrics.instruments import STREAM_SENT
 from ..webserver import SOCKET_KEY
-from . import bp
-from .hub import GAP, Hub, Subscription, TooManyStreams
-from .quota import StreamQuota
+from . import bp, sse
+from .attach import attach_and_replay
+from .broker import Broker
+from .registry import GAP, Registry, Subscription
+from .replay import Backlog, StreamEvent, parse_event_id
 
 log = logging.getLogger(__name__)
-
-
-def get_hub() -> Hub:
-    """Return this process's hub, creating it on first use."""
-    hub = current_app.extensions.get("qa_hub")
-    if hub is None:
-        cfg = current_app.config
-        quota = StreamQuota(bus.redis_client(), cfg["SSE_MAX_STREAMS_PER_USER"], cfg["SSE_LEASE_SECONDS"])
-        hub = current_app.extensions["qa_hub"] = Hub(bus.redis_client(), cfg["SSE_BUFFER_SIZE"], quota)
-    return hub
 
 
 def requested_last_id() -> str | None:
@@ -47,7 +38,7 @@ def requested_last_id() -> str | None:
     if not raw:
         return None
     try:
-        bus.parse_event_id(raw.strip())
+        parse_event_id(raw.strip())
     except ValueError:
         return None  # garbage is treated as a first connection, never echoed
     return raw.strip()
@@ -62,31 +53,14 @@ def notifications_stream():
     # Give the database connection back now: the stream may stay open for hours, and
     # thousands of them must not hold a connection pool that has a few.
     db.session.close()
-    hub = get_hub()
-    r = bus.redis_client()
-    try:
-        sub = hub.attach(user_id, session_id)
-    except TooManyStreams:
-        raise APIError(429, "too many open notification streams for this user") from None
-    except redis.RedisError:
-        log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
-        raise APIError(503, "notifications are briefly unavailable; retrying") from None
-    last_id = requested_last_id()
     # A first connection starts "now": every live event after the subscription counts.
-    backlog = bus.Backlog([], False, None)
-    if last_id is not None:
-        try:
-            backlog = bus.replay_since(r, user_id, last_id)
-        except redis.RedisError:
-            hub.detach(sub)
-            log.warning("stream for user %s refused: Redis unavailable", user_id, exc_info=True)
-            raise APIError(503, "notifications are briefly unavailable; retrying") from None
+    registry, sub, backlog = attach_and_replay(user_id, session_id, requested_last_id())
     cfg = current_app.config
     retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
     sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
     frame = _catch_all_frame if request.args.get("catch_all") in ("1", "true") else _frame
     body = _event_stream(
-        hub, sub, r, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame, current_request_id()
+        registry, sub, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame, current_request_id()
     )
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
@@ -96,7 +70,7 @@ def notifications_stream():
     return response
 
 
-def _frame(event: bus.StreamEvent) -> bytes:
+def _frame(event: StreamEvent) -> bytes:
     return sse.format_event(event.data, event=event.type, id=event.id)
 
 
@@ -106,7 +80,7 @@ def _frame(event: bus.StreamEvent) -> bytes:
 NAMED_TYPES = frozenset(BUILTIN_TYPES + STREAM_TYPES)
 
 
-def _catch_all_frame(event: bus.StreamEvent) -> bytes:
+def _catch_all_frame(event: StreamEvent) -> bytes:
     if event.type in NAMED_TYPES:
         return _frame(event)
     envelope = '{"type":' + json.dumps(event.type) + ',"data":' + event.data + "}"
@@ -118,10 +92,9 @@ def _resync_frame(last_id: str | None) -> bytes:
 
 
 def _event_stream(
-    hub: Hub,
+    registry: Registry,
     sub: Subscription,
-    r: redis.Redis,
-    backlog: bus.Backlog,
+    backlog: Backlog,
     retry_ms: int,
     heartbeat: float,
     sock=None,
@@ -141,42 +114,23 @@ def _event_stream(
         yield sse.format_retry(retry_ms)
         if backlog.gap:
             yield _resync_frame(backlog.last_id)
-        for event in backlog.events:
-            yield frame(event)
-        last = bus.parse_event_id(backlog.last_id) if backlog.last_id else (0, 0)
+        yield from map(frame, backlog.events)
         last_id = backlog.last_id
+        last = parse_event_id(last_id) if last_id else (0, 0)
+        # This frame lives as long as the stream: let it hold nothing already sent (the
+        # replayed backlog, the last frames) while it idles.
+        del backlog
         while True:
-            # This frame lives as long as the stream: let it hold nothing already sent (a
-            # replayed backlog, the last batch of events) while it idles.
-            backlog = caught_up = items = batch = item = event = None
+            items = frames = None
             items = sub.wait(heartbeat)
             if sub.closed:
-                if sub.close_reason == "shutdown":
-                    yield _reconnect_hint(retry_ms)
-                elif sub.close_reason not in SILENT_CLOSES:
-                    yield sse.format_event(json.dumps({"reason": sub.close_reason}), event=SERVER_CLOSED)
+                yield from _last_words(sub.close_reason, retry_ms)
                 return
             if not items:
                 yield sse.format_comment("heartbeat")
                 continue
-            for item in items:
-                if item is GAP:
-                    caught_up = bus.replay_since(r, sub.user_id, last_id)
-                    if caught_up.gap:
-                        yield _resync_frame(caught_up.last_id)
-                    batch = caught_up.events
-                    if caught_up.gap and caught_up.last_id:
-                        last, last_id = bus.parse_event_id(caught_up.last_id), caught_up.last_id
-                else:
-                    batch = [item]
-                for event in batch:
-                    key = event.sort_key
-                    if key <= last:
-                        continue  # already sent from the backlog
-                    yield frame(event)
-                    last, last_id = key, event.id
-                    if item is not GAP:  # live, not a catch-up: time from its write to Redis until sent
-                        STREAM_SENT.observe_since_ms(key[0])
+            frames, last, last_id = _frames_for(items, registry.broker, sub.user_id, last, last_id, frame)
+            yield from frames
     except redis.RedisError:
         log.info(
             "stream of user %s ended: Redis unavailable during catch-up",
@@ -186,12 +140,51 @@ def _event_stream(
     finally:
         if hangup is not None:
             hangup.stop()
-        hub.detach(sub)
+        registry.detach(sub)
+
+
+def _frames_for(
+    items: list, broker: Broker, user_id: int, last: tuple[int, int], last_id: str | None, frame
+) -> tuple[list[bytes], tuple[int, int], str | None]:
+    """Return the frames for what arrived, and the new last (key, id) sent.
+
+    A ``GAP`` (the channel was cut off and is back) re-reads the user's history from the
+    last id sent; events at or before that id are dropped (already sent from the backlog).
+    """
+    frames = []
+    for item in items:
+        if item is GAP:
+            caught_up = broker.replay(user_id, last_id)
+            if caught_up.gap:
+                frames.append(_resync_frame(caught_up.last_id))
+                if caught_up.last_id:
+                    last, last_id = parse_event_id(caught_up.last_id), caught_up.last_id
+            batch = caught_up.events
+        else:
+            batch = [item]
+        for event in batch:
+            key = event.sort_key
+            if key <= last:
+                continue  # already sent from the backlog
+            frames.append(frame(event))
+            last, last_id = key, event.id
+            if item is not GAP:  # live, not a catch-up: time from its write to Redis until sent
+                STREAM_SENT.observe_since_ms(key[0])
+    return frames, last, last_id
 
 
 # Closes after which no event is sent: nobody reads (overflow, hang-up) or the process is going
 # (that one sends only a reconnect hint, see ``_reconnect_hint``).
 SILENT_CLOSES = ("overflow", "shutdown", "client_gone")
+
+
+def _last_words(reason: str | None, retry_ms: int) -> list[bytes]:
+    """Return what a stream closed for ``reason`` sends before it ends."""
+    if reason == "shutdown":
+        return [_reconnect_hint(retry_ms)]
+    if reason in SILENT_CLOSES:
+        return []
+    return [sse.format_event(json.dumps({"reason": reason}), event=SERVER_CLOSED)]
 
 
 def _reconnect_hint(retry_ms: int) -> bytes:
@@ -238,11 +231,3 @@ def _on_readable(watcher, raw, sub: Subscription) -> None:
     watcher.stop()  # data or hang-up: either way there is nothing more to watch for
     if gone:
         sub.close("client_gone")
-
-
-def close_all_streams(app) -> None:
-    """End every open stream of this process (on shutdown): browsers reconnect elsewhere."""
-    app.extensions["qa_draining"] = True  # /readyz answers 503 from now on
-    hub = app.extensions.get("qa_hub")
-    if hub is not None:
-        hub.shutdown()

@@ -46,4 +46,4 @@ class StreamAdmission:
 def register_stream_admission(app: Flask) -> None:
     """Put ``StreamAdmission`` in front of ``app`` (outermost, so a refusal costs nothing else)."""
     admission = app.extensions["qa_admission"] = StreamAdmission(app, app.wsgi_app)
-    app.wsgi_app = admission
+    app.wsgi_app = admission  # type: ignore[method-assign]

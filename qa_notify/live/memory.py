@@ -1,0 +1,122 @@
+"""An in-process broker: live channels and history in memory, for one process and for unit tests.
+
+It behaves as the Redis brokers do towards the registry: a subscription is confirmed,
+``push`` appends to a user's capped history and publishes on their channel in one step
+(as ``events.bus`` does with XADD + SPUBLISH), ``publish`` sends a raw channel message
+(a control message), and ``cut`` / ``reconnect`` play a broken connection, after which
+the user's streams are resumed and re-read the history.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+
+from .broker import BrokerHandler, dispatch
+from .replay import Backlog, StreamEvent, parse_event_id
+
+
+class MemoryBroker:
+    """Users' live channels and their last ``maxlen`` events, in this process."""
+
+    def __init__(self, maxlen: int = 1000) -> None:
+        self.maxlen = maxlen
+        self.handler: BrokerHandler | None = None
+        self._lock = threading.Lock()
+        self._subscribed: set[int] = set()
+        self._cut: set[int] = set()
+        self._history: dict[int, deque[StreamEvent]] = {}
+        self._last_id = (0, 0)
+        self.connected = True
+
+    def bind(self, handler: BrokerHandler) -> None:
+        """Hand everything that arrives to ``handler`` from now on."""
+        self.handler = handler
+
+    def subscribe(self, user_id: int) -> None:
+        """Carry ``user_id``'s channel (confirmed at once while connected)."""
+        with self._lock:
+            self._subscribed.add(user_id)
+            if not self.connected:
+                self._cut.add(user_id)
+
+    def wait_confirmed(self, user_id: int, timeout: float) -> bool:
+        """True at once while connected; False (after ``timeout``) while cut off."""
+        if self.connected:
+            return True
+        time.sleep(timeout)
+        return self.connected
+
+    def unsubscribe(self, user_id: int) -> None:
+        """Stop carrying ``user_id``'s channel."""
+        with self._lock:
+            self._subscribed.discard(user_id)
+            self._cut.discard(user_id)
+
+    def replay(self, user_id: int, last_id: str | None) -> Backlog:
+        """Return what ``user_id`` missed since ``last_id`` (the same rules as ``replay.replay_since``)."""
+        with self._lock:
+            history = list(self._history.get(user_id, ()))
+        newest = history[-1].id if history else None
+        if last_id is None:
+            return Backlog([], False, newest)
+        after = parse_event_id(last_id)
+        if not history or after < history[0].sort_key:
+            return Backlog([], True, newest or last_id)
+        events = [event for event in history if event.sort_key > after]
+        return Backlog(events, False, events[-1].id if events else last_id)
+
+    def is_connected(self) -> bool:
+        """True unless ``cut`` played a broken connection."""
+        return self.connected
+
+    def connection_count(self) -> int:
+        """Return 1 while connected, else 0."""
+        return int(self.connected)
+
+    def stop(self) -> None:
+        """Nothing to stop: there is no connection."""
+
+    # -- the write side, in memory --------------------------------------------------------
+
+    def push(self, user_id: int, event_type: str, data: dict) -> str:
+        """Append an event to ``user_id``'s history and publish it on their channel; return its id."""
+        body = json.dumps(data, separators=(",", ":"))
+        with self._lock:
+            now = int(time.time() * 1000)
+            ms, seq = self._last_id
+            self._last_id = (now, 0) if now > ms else (ms, seq + 1)
+            event = StreamEvent(f"{self._last_id[0]}-{self._last_id[1]}", event_type, body)
+            self._history.setdefault(user_id, deque(maxlen=self.maxlen)).append(event)
+        self.publish(user_id, f"{event.id}\n{event.type}\n{event.data}")
+        return event.id
+
+    def publish(self, user_id: int, payload: str) -> None:
+        """Send a raw message on ``user_id``'s channel (lost when nobody carries it, as in Redis)."""
+        with self._lock:
+            live = user_id in self._subscribed and self.connected
+        if live and self.handler is not None:
+            dispatch(self.handler, user_id, payload)
+
+    def close_streams(self, user_id: int, reason: str, session_id: str | None = None) -> None:
+        """Ask to close ``user_id``'s streams, as ``events.bus.close_user_streams`` does."""
+        self.publish(user_id, "\nclose\n" + json.dumps({"reason": reason, "session_id": session_id}))
+
+    # -- playing a broken connection ------------------------------------------------------
+
+    def cut(self) -> None:
+        """Break the connection: messages published now are lost to the subscribers."""
+        with self._lock:
+            self.connected = False
+            self._cut |= self._subscribed
+
+    def reconnect(self) -> None:
+        """Restore the connection: every channel cut off is confirmed again, its streams resumed."""
+        with self._lock:
+            self.connected = True
+            resumed, self._cut = self._cut & self._subscribed, set()
+        for user_id in resumed:
+            if self.handler is not None:
+                self.handler.resume(user_id)

@@ -1,0 +1,192 @@
+"""This process's open streams: which user holds which subscriptions, and handing them what arrives.
+
+The hub of connections in Centrifugo's split: it knows nothing of Redis. It asks its
+broker (``broker.py``) to carry a user's channel while that user has a stream open here,
+hands each event to that user's subscriptions through small bounded buffers, and cuts off
+a subscription whose buffer overflows (a client that stopped reading) so it can never
+hold others back. Stream leases (``leases.py``) are claimed on attach and given back on
+detach.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+
+import redis
+
+from ..metrics import instruments
+from .broker import Broker
+from .leases import LeaseKeeper, Quota
+from .replay import StreamEvent
+
+log = logging.getLogger(__name__)
+
+# Put in a subscription's buffer once its channel is subscribed again after a break: messages
+# may have been missed, so the stream must re-read the user's Redis stream from its last id.
+GAP = object()
+
+
+class Subscription:
+    """One open stream's mailbox: the registry pushes, the stream waits and drains."""
+
+    __slots__ = ("user_id", "session_id", "_items", "_ready", "limit", "closed", "close_reason", "owner", "token")
+
+    def __init__(self, user_id: int, session_id: str | None, limit: int) -> None:
+        self.token = secrets.token_hex(8)
+        self.user_id = user_id
+        self.session_id = session_id
+        self._items: list = []  # a list, not a deque: an empty deque costs ~600 bytes per idle stream
+        self._ready = threading.Event()
+        self.limit = limit
+        self.closed = False
+        self.close_reason: str | None = None
+        self.owner = None  # the greenlet serving this stream, when running under gevent
+
+    def push(self, item) -> bool:
+        """Queue ``item``; return False (and close) when the buffer is full."""
+        if self.closed:
+            return True
+        if len(self._items) >= self.limit:
+            self.close("overflow")
+            return False
+        self._items.append(item)
+        self._ready.set()
+        return True
+
+    def close(self, reason: str) -> None:
+        """Mark closed and wake the stream; it ends after sending what ``reason`` calls for."""
+        if not self.closed:
+            self.closed = True
+            self.close_reason = reason
+            if reason == "overflow":
+                self._items.clear()  # free the buffer now, the client will replay
+            self._ready.set()
+
+    def wait(self, timeout: float) -> list:
+        """Wait up to ``timeout`` seconds; return what arrived (empty on timeout or close)."""
+        if not self._items and not self.closed:
+            self._ready.wait(timeout)
+        self._ready.clear()
+        items, self._items = self._items, []
+        return items
+
+
+class TooManyStreams(Exception):
+    """The user already holds the most streams allowed."""
+
+
+class Registry:
+    """Map each user with a stream open in this process to their subscriptions."""
+
+    def __init__(self, broker: Broker, buffer_size: int = 256, quota: Quota | None = None) -> None:
+        self.broker = broker
+        self.buffer_size = buffer_size
+        self.leases = LeaseKeeper(quota, self.open_leases) if quota is not None else None
+        self._subs: dict[int, set[Subscription]] = {}
+        self._lock = threading.Lock()
+        self.cut_off_count = 0
+        self._gauges = instruments.stream_gauges()
+        broker.bind(self)
+
+    def total(self) -> int:
+        """Return the number of open streams in this process."""
+        return sum(len(s) for s in self._subs.values())
+
+    def user_count(self) -> int:
+        """Return the number of users with a stream open in this process."""
+        return len(self._subs)
+
+    def open_leases(self) -> list[tuple[int, str]]:
+        """Return (user id, lease token) of every open stream: what the lease keeper renews."""
+        with self._lock:
+            return [(sub.user_id, sub.token) for subs in self._subs.values() for sub in subs]
+
+    def attach(self, user_id: int, session_id: str | None, timeout: float = 30.0) -> Subscription:
+        """Open a subscription for ``user_id``; return once the broker confirmed the channel.
+
+        Waiting for the confirmation is what makes "subscribe, then read the backlog" free
+        of gaps. Raise ``TooManyStreams`` past the user's quota, ``redis.RedisError`` if
+        Redis cannot be reached in time.
+        """
+        sub = Subscription(user_id, session_id, self.buffer_size)
+        if self.leases is not None and not self.leases.claim(user_id, sub.token):
+            raise TooManyStreams(user_id)
+        try:
+            with self._lock:
+                first = user_id not in self._subs
+                self._subs.setdefault(user_id, set()).add(sub)
+                self._gauges.opened(first)
+                if first:
+                    self.broker.subscribe(user_id)
+        except redis.RedisError:  # no master serves the slot right now (a failover)
+            self.detach(sub)
+            raise
+        if not self.broker.wait_confirmed(user_id, timeout):
+            self.detach(sub)
+            raise redis.ConnectionError("Redis did not confirm the subscription in time")
+        return sub
+
+    def detach(self, sub: Subscription, release_now: bool = True) -> None:
+        """Remove a subscription; stop carrying the user's channel when it was the last one.
+
+        The stream's lease is returned at once (so a reconnecting browser is not refused),
+        or by the lease keeper when called from the broker's listener.
+        """
+        with self._lock:
+            subs = self._subs.get(sub.user_id)
+            if not subs or sub not in subs:
+                return
+            subs.discard(sub)
+            self._gauges.closed(not subs)
+            if not subs:
+                del self._subs[sub.user_id]
+                self.broker.unsubscribe(sub.user_id)
+        if self.leases is not None:
+            self.leases.release(sub.user_id, sub.token, now=release_now)
+
+    def close(self, user_id: int, reason: str, session_id: str | None = None) -> None:
+        """Close ``user_id``'s streams in this process (only one session's, if given)."""
+        for sub in list(self._subs.get(user_id, ())):
+            if session_id is None or sub.session_id == session_id:
+                sub.close(reason)
+
+    def shutdown(self) -> None:
+        """Close every stream (browsers reconnect elsewhere), stop the broker and the lease keeper."""
+        self.broker.stop()
+        if self.leases is not None:
+            self.leases.stop()
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                sub.close("shutdown")
+
+    # -- what the broker calls --------------------------------------------------------------
+
+    def deliver(self, user_id: int, event: StreamEvent) -> None:
+        """Hand ``event`` to each of ``user_id``'s subscriptions; cut off those that stopped reading."""
+        subs = self._subs.get(user_id)
+        if not subs:
+            return
+        for sub in list(subs):
+            if not sub.push(event):
+                self._cut_off(sub)
+
+    def resume(self, user_id: int) -> None:
+        """``user_id``'s channel is back after a cut: each stream re-reads from its last id."""
+        with self._lock:
+            subs = list(self._subs.get(user_id, ()))
+        for sub in subs:
+            sub.push(GAP)
+
+    def _cut_off(self, sub: Subscription) -> None:
+        """Drop a subscription whose client stopped reading; unblock its stuck writer."""
+        log.info("cutting off a slow stream of user %s", sub.user_id)
+        self.cut_off_count += 1
+        instruments.SLOW_CONSUMERS.inc()
+        self.detach(sub, release_now=False)
+        owner = sub.owner
+        if owner is not None:
+            import gevent
+
+            gevent.kill(owner)  # asynchronous: raises GreenletExit in the stuck writer

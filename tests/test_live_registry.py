@@ -1,0 +1,233 @@
+"""The live side's logic on the in-memory broker: registry, quota, control messages, the stream body.
+
+No Redis, no web server: a ``Registry`` on a ``MemoryBroker``, and the SSE body generator
+driven by hand. The same behaviour on Redis (single server and cluster), through HTTP, is
+what ``test_stream.py`` and the fault suites check.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis
+
+from qa_notify.live.leases import LocalQuota
+from qa_notify.live.memory import MemoryBroker
+from qa_notify.live.registry import GAP, Registry, TooManyStreams
+from qa_notify.live.replay import NOTHING_YET
+from qa_notify.live.stream import _catch_all_frame, _event_stream, _frame
+
+ALICE, BOB = 1, 2
+
+
+@pytest.fixture
+def broker() -> MemoryBroker:
+    return MemoryBroker(maxlen=5)
+
+
+@pytest.fixture
+def registry(broker) -> Registry:
+    return Registry(broker, buffer_size=3, quota=LocalQuota(limit=2))
+
+
+def ids(items) -> list[str]:
+    return [item.id for item in items if item is not GAP]
+
+
+def test_an_event_reaches_every_stream_of_its_user_and_nobody_else(registry, broker):
+    tab1, tab2 = registry.attach(ALICE, "s1"), registry.attach(ALICE, "s2")
+    other = registry.attach(BOB, "s3")
+    event_id = broker.push(ALICE, "new_answers", {"excerpt": "hi"})
+    assert ids(tab1.wait(0)) == ids(tab2.wait(0)) == [event_id]
+    assert other.wait(0) == []
+    assert (registry.total(), registry.user_count()) == (3, 2)
+
+
+def test_the_last_detach_stops_carrying_the_channel(registry, broker):
+    tab = registry.attach(ALICE, None)
+    registry.detach(tab)
+    broker.push(ALICE, "new_answers", {})
+    assert (registry.total(), registry.user_count()) == (0, 0)
+    assert tab.wait(0) == []
+    assert broker.replay(ALICE, None).last_id is not None  # kept in the history, for a replay
+
+
+def test_the_quota_refuses_one_stream_too_many_and_a_closed_one_gives_its_slot_back(registry):
+    first, _second = registry.attach(ALICE, None), registry.attach(ALICE, None)
+    with pytest.raises(TooManyStreams):
+        registry.attach(ALICE, None)
+    registry.detach(first)
+    assert registry.attach(ALICE, None) is not None
+    assert registry.attach(BOB, None) is not None  # the limit is per user
+
+
+def test_a_stream_that_stops_reading_is_cut_off_and_the_others_carry_on(registry, broker):
+    slow, fast = registry.attach(ALICE, None), registry.attach(ALICE, None)
+    for n in range(3):
+        broker.push(ALICE, "read", {"n": n})
+        assert len(fast.wait(0)) == 1  # the fast one drains as it goes
+    broker.push(ALICE, "read", {"n": 3})  # the slow one's buffer (3) overflows
+    assert slow.closed and slow.close_reason == "overflow" and slow.wait(0) == []
+    assert registry.cut_off_count == 1 and registry.total() == 1
+    broker.push(ALICE, "read", {"n": 4})
+    assert len(fast.wait(0)) == 2 and not fast.closed
+    assert attach_within(registry, ALICE, seconds=5)  # the lease keeper gave the cut-off one's lease back
+
+
+def attach_within(registry, user_id: int, seconds: float):
+    """Attach as soon as the quota allows (a lease given back by the keeper takes a tick)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return registry.attach(user_id, None)
+        except TooManyStreams:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_a_close_request_closes_one_sessions_streams_or_all(registry, broker):
+    mine, other_session = registry.attach(ALICE, "s1"), registry.attach(ALICE, "s2")
+    broker.close_streams(ALICE, "logout", session_id="s1")
+    assert (mine.closed, mine.close_reason, other_session.closed) == (True, "logout", False)
+    broker.close_streams(ALICE, "role_changed")
+    assert other_session.close_reason == "role_changed"
+
+
+def test_a_malformed_control_message_is_ignored(registry, broker, caplog):
+    tab = registry.attach(ALICE, None)
+    broker.publish(ALICE, "\nclose\nnot json")
+    assert not tab.closed and "malformed control message" in caplog.text
+
+
+def test_a_channel_back_after_a_cut_resumes_its_streams_with_gap(registry, broker):
+    tab = registry.attach(ALICE, None)
+    broker.cut()
+    broker.push(ALICE, "read", {})  # published while cut off: lost to the stream
+    assert tab.wait(0) == []
+    broker.reconnect()
+    assert tab.wait(0) == [GAP]
+
+
+def test_attach_waits_for_the_confirmation_and_fails_without_it(registry, broker):
+    broker.cut()
+    with pytest.raises(redis.ConnectionError):
+        registry.attach(ALICE, None, timeout=0.01)
+    assert registry.total() == 0
+
+
+def test_shutdown_closes_every_stream(registry):
+    tabs = [registry.attach(ALICE, None), registry.attach(BOB, None)]
+    registry.shutdown()
+    assert [t.close_reason for t in tabs] == ["shutdown", "shutdown"]
+
+
+# -- replay in memory keeps the Redis rules ------------------------------------------------
+
+
+def test_replay_gives_the_events_after_an_id_or_gap_when_it_is_older_than_the_history(broker):
+    pushed = [broker.push(ALICE, "read", {"n": n}) for n in range(7)]  # 5 kept
+    assert broker.replay(ALICE, None).events == [] and broker.replay(ALICE, None).last_id == pushed[-1]
+    assert [e.id for e in broker.replay(ALICE, pushed[4]).events] == pushed[5:]
+    assert broker.replay(ALICE, pushed[-1]).events == []
+    trimmed = broker.replay(ALICE, pushed[0])
+    assert trimmed.gap and trimmed.events == [] and trimmed.last_id == pushed[-1]
+
+
+# -- the SSE body ------------------------------------------------------------------------
+
+
+def open_stream(registry, broker, last_id=None, frame=_frame):
+    sub = registry.attach(ALICE, "s1")
+    backlog = broker.replay(ALICE, last_id) if last_id else NOTHING_YET
+    body = _event_stream(registry, sub, backlog, retry_ms=2000, heartbeat=0.01, frame=frame)
+    return sub, body
+
+
+def event_ids(chunks: list[bytes]) -> list[str]:
+    return [line[4:] for chunk in chunks for line in chunk.decode().split("\n") if line.startswith("id: ")]
+
+
+def take(body, count: int) -> list[bytes]:
+    return [next(body) for _ in range(count)]
+
+
+def test_the_body_sends_the_retry_hint_the_backlog_then_live_events_and_heartbeats(registry, broker):
+    for n in range(2):
+        broker.push(ALICE, "read", {"n": n})  # before the last id seen: not sent again
+    seen = broker.push(ALICE, "read", {"n": -1})
+    missed = [broker.push(ALICE, "read", {"n": n}) for n in range(2)]
+    sub, body = open_stream(registry, broker, last_id=seen)
+    assert next(body) == b"retry: 2000\n\n"
+    assert event_ids(take(body, 2)) == missed
+    live = broker.push(ALICE, "read", {"n": 9})
+    assert event_ids([next(body)]) == [live]
+    assert next(body) == b": heartbeat\n\n"
+    body.close()
+    assert registry.total() == 0  # the body detached its subscription
+
+
+def test_live_events_the_backlog_already_had_are_not_sent_twice(registry, broker):
+    seen = broker.push(ALICE, "read", {"n": 0})
+    sub = registry.attach(ALICE, None)
+    racing = broker.push(ALICE, "read", {"n": 1})  # live, and in the backlog read after it
+    body = _event_stream(registry, sub, broker.replay(ALICE, seen), 2000, 0.01)
+    assert next(body).startswith(b"retry:")
+    assert event_ids([next(body)]) == [racing]
+    assert next(body) == b": heartbeat\n\n"  # the live copy was dropped
+
+
+def test_after_a_cut_the_body_re_reads_what_it_missed_in_order_once(registry, broker):
+    sub, body = open_stream(registry, broker)
+    next(body)
+    first = broker.push(ALICE, "read", {"n": 0})
+    assert event_ids([next(body)]) == [first]
+    broker.cut()
+    lost = [broker.push(ALICE, "read", {"n": n}) for n in (1, 2)]
+    broker.reconnect()
+    after = broker.push(ALICE, "read", {"n": 3})
+    assert event_ids(take(body, 3)) == [*lost, after]
+
+
+def test_a_cut_longer_than_the_history_sends_resync(registry, broker):
+    sub, body = open_stream(registry, broker)
+    next(body)
+    broker.push(ALICE, "read", {})
+    assert len(event_ids([next(body)])) == 1
+    broker.cut()
+    newest = [broker.push(ALICE, "read", {"n": n}) for n in range(6)][-1]  # more than the 5 kept
+    broker.reconnect()
+    chunk = next(body).decode()
+    assert chunk.startswith("event: resync\n") and f"id: {newest}" in chunk
+    later = broker.push(ALICE, "read", {})
+    assert event_ids([next(body)]) == [later]
+
+
+@pytest.mark.parametrize(
+    ("reason", "last_bytes"),
+    [
+        ("logout", b'event: server_closed\ndata: {"reason": "logout"}\n\n'),
+        ("shutdown", b": server restarting; reconnect\n\nretry: 500\n\n"),
+    ],
+)
+def test_a_closed_stream_ends_with_what_its_reason_calls_for(registry, broker, reason, last_bytes):
+    sub, body = open_stream(registry, broker)
+    next(body)
+    sub.close(reason)
+    assert next(body) == last_bytes
+    assert list(body) == [] and registry.total() == 0
+
+
+def test_catch_all_sends_unknown_types_as_unnamed_messages(registry, broker):
+    sub, body = open_stream(registry, broker, frame=_catch_all_frame)
+    next(body)
+    broker.push(ALICE, "deploy", {"text": "v2"})
+    broker.push(ALICE, "read", {"ids": [1]})
+    deploy, read = next(body).decode(), next(body).decode()
+    assert "event:" not in deploy and json.loads(deploy.split("data: ", 1)[1]) == {
+        "type": "deploy",
+        "data": {"text": "v2"},
+    }
+    assert read.startswith("event: read\n")
