@@ -16,6 +16,7 @@ from ..events.types import MUTEABLE_TYPES, BroadcastEvent, Mention, NewAnswers, 
 from ..extensions import db
 from ..mail.preferences import MAX_ADDRESS, MODE_LABELS, set_email_preferences
 from ..models import EMAIL_MODES, valid_id
+from ..urls import site_path
 from . import bp, wording
 from .inbox import list_groups, mark_read, muted_types, set_muted_types, unread_count
 
@@ -70,7 +71,7 @@ def inject_unread_count() -> dict:
         return {}
 
 
-bp.add_app_template_filter(wording.site_path, "site_path")
+bp.add_app_template_filter(site_path, "site_path")
 bp.add_app_template_global(wording.describe, "describe")
 
 
