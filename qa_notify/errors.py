@@ -1,4 +1,5 @@
-"""Error handling: JSON for API and stream clients, a friendly page for browsers."""
+"""Errors and their answers: the one base of refusals (``SiteError``, with its HTTP status), JSON
+for API and stream clients, a friendly page for browsers."""
 
 from __future__ import annotations
 
@@ -6,13 +7,32 @@ import logging
 
 import redis
 import sqlalchemy.exc
-from flask import Flask, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .jsonapi import APIError, error_response
+from .logs import request_id
 
 log = logging.getLogger(__name__)
+
+
+class SiteError(Exception):
+    """A request refused for a reason the user can act on; ``status`` is the HTTP status.
+
+    The one base of the site's refusals (``QAError``, ``AccountError``, ``BroadcastError``,
+    ``RoleError``, ``APIError``): uncaught, it is answered ``{"error": message}`` on the API
+    and a page with the message elsewhere; pages that show it on a form catch it first.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def error_response(status: int, message: str):
+    """Return a JSON error response carrying the request's id (what to quote to an operator)."""
+    return make_response(jsonify(error=message, request_id=request_id()), status)
 
 
 def wants_json() -> bool:
@@ -24,9 +44,11 @@ def wants_json() -> bool:
 def register(app: Flask) -> None:
     """Install the error handlers on ``app``."""
 
-    @app.errorhandler(APIError)
-    def api_error(exc: APIError):
-        return error_response(exc.status, exc.message)
+    @app.errorhandler(SiteError)
+    def site_error(exc: SiteError):
+        if wants_json():
+            return error_response(exc.status, exc.message)
+        return render_template("error.html", code=exc.status, message=exc.message), exc.status
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):

@@ -5,22 +5,19 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ..auth.service import invalidate_sessions
+from ..errors import SiteError
 from ..events.outbox import emit
 from ..events.types import BroadcastEvent
 from ..extensions import db
 from ..models import ROLES, Broadcast, Notification, User
 
 
-class BroadcastError(ValueError):
-    """A broadcast that cannot be sent; the message says why."""
+class BroadcastError(SiteError):
+    """A broadcast that cannot be sent (422); the message says why."""
 
 
-class RoleError(ValueError):
+class RoleError(SiteError):
     """A role change that is not allowed; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def change_role(actor: User, user: User, role: str) -> bool:

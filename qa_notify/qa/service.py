@@ -7,6 +7,7 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import SiteError
 from ..events.outbox import emit
 from ..events.types import Mention, NewAnswers, NewQuestion, excerpt
 from ..extensions import db
@@ -19,12 +20,8 @@ MAX_BODY = 20_000
 MAX_TOPICS = 5
 
 
-class QAError(ValueError):
+class QAError(SiteError):
     """A Q&A request that cannot be done; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _refuse_nul(*texts: str) -> None:
