@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 
 from ..auth.service import invalidate_sessions
 from ..errors import SiteError
+from ..events.audiences import Everyone
 from ..events.outbox import emit
 from ..events.types import BroadcastEvent
 from ..extensions import db
@@ -60,8 +61,7 @@ def send_broadcast(author: User | None, message: str, role: str | None, max_leng
     db.session.add(broadcast)
     db.session.flush()
     event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
-    audience = {"kind": "everyone", "role": role} if role else {"kind": "everyone"}
-    outbox = emit(event, audience, actor_id=author.id if author else None)
+    outbox = emit(event, Everyone(role), actor_id=author.id if author else None)
     broadcast.outbox_id = outbox.id
     db.session.commit()
     return broadcast
