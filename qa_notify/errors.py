@@ -43,63 +43,75 @@ def wants_json() -> bool:
 
 def register(app: Flask) -> None:
     """Install the error handlers on ``app``."""
+    app.register_error_handler(SiteError, site_error)
+    app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(HTTPException, http_error)
+    for outage in (
+        sqlalchemy.exc.TimeoutError,
+        sqlalchemy.exc.OperationalError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+    ):
+        app.register_error_handler(outage, backend_unavailable)
+    app.register_error_handler(Exception, unexpected_error)
 
-    @app.errorhandler(SiteError)
-    def site_error(exc: SiteError):
-        if wants_json():
-            return error_response(exc.status, exc.message)
-        return render_template("error.html", code=exc.status, message=exc.message), exc.status
 
-    @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):
-        message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
-        if wants_json():
-            return error_response(400, message)
-        return render_template(
-            "error.html",
-            code=400,
-            message="Your form expired. Go back, reload the page and try again.",
-        ), 400
+def site_error(exc: SiteError):
+    """Answer a refusal with its status: JSON on the API, its message on a page."""
+    if wants_json():
+        return error_response(exc.status, exc.message)
+    return render_template("error.html", code=exc.status, message=exc.message), exc.status
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        message = "request body too large" if exc.code == 413 else exc.description or exc.name
-        if wants_json():
-            response = error_response(exc.code or 500, message)
-            if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
-                response.headers["Allow"] = ", ".join(exc.valid_methods)
-            return response
-        return render_template("error.html", code=exc.code, message=message), exc.code
 
-    @app.errorhandler(sqlalchemy.exc.TimeoutError)
-    @app.errorhandler(sqlalchemy.exc.OperationalError)
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
-    def backend_unavailable(exc: Exception):
-        # The database or Redis is unreachable, locked or out of free connections (a
-        # reconnect storm): a condition to retry, not a bug. 503 + Retry-After tells
-        # browsers and proxies so.
-        from .extensions import db
+def csrf_error(exc: CSRFError):
+    """Answer a failed CSRF check with 400, saying how to get a token (API) or to reload (page)."""
+    message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
+    if wants_json():
+        return error_response(400, message)
+    return render_template(
+        "error.html",
+        code=400,
+        message="Your form expired. Go back, reload the page and try again.",
+    ), 400
 
-        db.session.rollback()
-        log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
-        message = "the service is briefly unavailable; retry in a few seconds"
-        if wants_json():
-            response = error_response(503, message)
-        else:
-            response = render_template("error.html", code=503, message=message), 503
-            response = app.make_response(response)
-        response.headers["Retry-After"] = "3"
+
+def http_error(exc: HTTPException):
+    """Answer an HTTP error (404, 405, 413, ...) as JSON or a page, with ``Allow`` on a JSON 405."""
+    message = "request body too large" if exc.code == 413 else exc.description or exc.name
+    if wants_json():
+        response = error_response(exc.code or 500, message)
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+    return render_template("error.html", code=exc.code, message=message), exc.code
 
-    @app.errorhandler(Exception)
-    def unexpected_error(exc: Exception):
-        if isinstance(exc, HTTPException):
-            return http_error(exc)
-        from .extensions import db
 
-        db.session.rollback()
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if wants_json():
-            return error_response(500, "internal error; it has been logged")
-        return render_template("error.html", code=500, message=InternalServerError.description), 500
+def backend_unavailable(exc: Exception):
+    """Answer 503 with ``Retry-After`` while the database or Redis is away."""
+    # The database or Redis is unreachable, locked or out of free connections (a
+    # reconnect storm): a condition to retry, not a bug. 503 + Retry-After tells
+    # browsers and proxies so.
+    from .extensions import db
+
+    db.session.rollback()
+    log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
+    message = "the service is briefly unavailable; retry in a few seconds"
+    if wants_json():
+        response = error_response(503, message)
+    else:
+        response = make_response(render_template("error.html", code=503, message=message), 503)
+    response.headers["Retry-After"] = "3"
+    return response
+
+
+def unexpected_error(exc: Exception):
+    """Log a bug and answer 500, never a stack trace."""
+    if isinstance(exc, HTTPException):
+        return http_error(exc)
+    from .extensions import db
+
+    db.session.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if wants_json():
+        return error_response(500, "internal error; it has been logged")
+    return render_template("error.html", code=500, message=InternalServerError.description), 500
