@@ -45,7 +45,7 @@ class Config:
         os.environ.get("DATABASE_URL") or f"sqlite:///{INSTANCE_DIR / 'qa_notify.sqlite'}"
     )
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
-    # None means "start a private Redis-compatible server" (see qa_notify.embedded_redis).
+    # None means "start a private Redis-compatible server" (see devstack.embedded_redis).
     REDIS_URL = os.environ.get("REDIS_URL") or None
     # With replicas (a Redis Cluster, or a server with a replica for failover): after each
     # batch of pushes, wait until this many replicas hold them (WAIT), at most

@@ -6,6 +6,9 @@
 ``worker``  a Celery worker (add ``--beat`` on exactly one of them).
 ``run-cluster``  the scaled-out topology on one machine: Valkey cluster, broker, nginx, 2+2.
 Plus the app's commands: init-db, create-user, seed-demo, notify, broadcast.
+
+``run`` and ``run-cluster`` are laptop tooling: their work lives in the ``devstack`` package,
+imported inside those two commands only, so ``web`` and ``worker`` never load it.
 """
 
 import sys
@@ -19,8 +22,6 @@ if len(sys.argv) > 1 and sys.argv[1] == "web":
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
@@ -30,7 +31,6 @@ from config import INSTANCE_DIR, config_for  # noqa: E402
 from qa_notify import create_app  # noqa: E402
 from qa_notify.logs import configure_logging  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 log = logging.getLogger("qa_notify.manage")
 
 
@@ -125,51 +125,9 @@ def worker(ctx: click.Context, beat: bool, concurrency: int, loglevel: str | Non
 @click.option("--seed/--no-seed", default=True, help="add demo data when the database is empty")
 def run(host: str, port: int, seed: bool) -> None:
     """Start everything: Redis (embedded unless REDIS_URL), migrations, worker, web server."""
-    from qa_notify.embedded_redis import EmbeddedRedis
-    from qa_notify.metrics import machine
+    from devstack.run import run_laptop  # laptop tooling: loaded only by this command
 
-    INSTANCE_DIR.mkdir(exist_ok=True)
-    machine.join(INSTANCE_DIR / "metrics", fresh=True)  # for the children; an earlier run's figures go
-    url_file = INSTANCE_DIR / "redis.url"
-    embedded = None
-    if not os.environ.get("REDIS_URL"):
-        embedded = EmbeddedRedis(INSTANCE_DIR / "valkey").start()
-        url_file.write_text(embedded.url)
-        os.environ["REDIS_URL"] = embedded.url
-        click.echo(f"embedded Redis-compatible server on {embedded.url}", err=True)
-    children: list[subprocess.Popen] = []
-    try:
-        _prepare_database(seed)
-        worker_cmd = [
-            sys.executable,
-            str(HERE / "manage.py"),
-            "worker",
-            "--beat",
-            "--loglevel",
-            "warning",
-        ]
-        children.append(subprocess.Popen(worker_cmd, cwd=HERE))
-        children.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(HERE / "manage.py"),
-                    "web",
-                    "--host",
-                    host,
-                    "--port",
-                    str(port),
-                ],
-                cwd=HERE,
-            )
-        )
-        click.echo(f"qa_notify is starting on http://{host}:{port} (Ctrl-C stops everything)", err=True)
-        _supervise(children)
-    finally:
-        _stop_all(children)
-        if embedded is not None:
-            embedded.stop()
-            url_file.unlink(missing_ok=True)
+    run_laptop(host, port, seed)
 
 
 @cli.command("run-cluster")
@@ -186,92 +144,9 @@ def run(host: str, port: int, seed: bool) -> None:
 )
 def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:
     """The scaled-out topology on this machine: a Valkey cluster, a broker, 2 web, 2 workers."""
-    import shutil
+    from devstack.run import run_cluster as start_cluster  # laptop tooling: loaded only by this command
 
-    from qa_notify.embedded_redis import EmbeddedCluster, free_port
-    from qa_notify.local_cluster import nginx_binary, start_broker, start_nginx, start_web
-    from qa_notify.metrics import machine
-
-    here = state_dir.resolve()
-    for old in ("valkey", "broker", "nginx"):  # ports change every run: a fresh cluster each time
-        shutil.rmtree(here / old, ignore_errors=True)
-    here.mkdir(parents=True, exist_ok=True)
-    machine.join(here / "metrics", fresh=True)  # every process of the run: web, workers, their children
-    cluster = EmbeddedCluster(here / "valkey").start()
-    broker_url, broker, broker_line = start_broker(here)
-    behind_nginx = nginx_binary() is not None
-    os.environ.update(REDIS_URL=cluster.url, CELERY_BROKER_URL=broker_url, PROXY_COUNT="1" if behind_nginx else "0")
-    click.echo(f"Valkey cluster, 3 masters + 3 replicas: {cluster.url}", err=True)
-    click.echo(broker_line, err=True)
-    children: list[subprocess.Popen] = []
-    try:
-        _prepare_database(seed)
-        manage = [sys.executable, str(HERE / "manage.py")]
-        schedule = ["--schedule", str(here / "celerybeat-schedule")]  # its own, not `make run`'s
-        for beat in (["--beat", *schedule], ["--no-beat"]):
-            children.append(subprocess.Popen([*manage, "worker", *beat, "--loglevel", "warning"], cwd=HERE))
-        web_ports = [free_port(), free_port()]
-        for web_port in web_ports:
-            children.append(start_web(web_port))  # deploy/systemd's command, as production runs it
-        if behind_nginx:
-            children.append(start_nginx(port, web_ports, here / "nginx"))
-            click.echo(f"qa_notify: nginx on http://{host}:{port} in front of web processes {web_ports}", err=True)
-        else:
-            urls = ", ".join(f"http://127.0.0.1:{p}" for p in web_ports)
-            click.echo(f"qa_notify: nginx is not installed, so the web processes answer on their own: {urls}", err=True)
-        click.echo("two workers (one with beat); Ctrl-C stops everything", err=True)
-        _supervise(children)
-    finally:
-        _stop_all(children)
-        if broker is not None:
-            broker.stop()
-        cluster.stop()
-
-
-def _prepare_database(seed: bool) -> None:
-    from flask_migrate import upgrade
-    from sqlalchemy import func, select
-
-    from qa_notify.models import User
-
-    app = create_app()
-    with app.app_context():
-        upgrade()
-        from qa_notify.extensions import db
-
-        if seed and not db.session.scalar(select(func.count()).select_from(User)):
-            app.test_cli_runner().invoke(args=["seed-demo"], catch_exceptions=False)
-            click.echo("demo data added; log in as alice / demo-pass-123 (admin)", err=True)
-
-
-def _supervise(children: list[subprocess.Popen]) -> None:
-    """Wait until a signal arrives or a child exits."""
-    stopping = {"now": False}
-
-    def on_signal(signum, _frame):
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    while not stopping["now"]:
-        for child in children:
-            if child.poll() is not None:
-                click.echo(f"a child process exited with {child.returncode}; stopping", err=True)
-                return
-        time.sleep(0.2)
-
-
-def _stop_all(children: list[subprocess.Popen]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    start_cluster(host, port, seed, state_dir)
 
 
 if __name__ == "__main__":

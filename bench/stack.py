@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
+from devstack.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
+from devstack.local_cluster import WEB_UNIT, start_broker, start_nginx, unit_command
 from qa_notify.events.connections import is_cluster_client, make_client
-from qa_notify.local_cluster import WEB_UNIT, start_broker, start_nginx, unit_command
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-not-for-production"

@@ -115,7 +115,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the site's parts: auth, Q&A, notifications (inbox), live (stream), admin, email (unsubscribe links)."""
+    """Mount the site's parts: auth, Q&A, notifications (inbox), live (stream), preferences, admin, email."""
     from .urls import IdConverter
 
     app.url_map.converters["id"] = IdConverter
@@ -124,9 +124,10 @@ def register_blueprints(app: Flask) -> None:
     from .live import bp as live_bp
     from .mail import bp as mail_bp
     from .notifications import bp as notifications_bp
+    from .preferences import bp as preferences_bp
     from .qa import bp as qa_bp
 
-    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, admin_bp, mail_bp):
+    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, preferences_bp, admin_bp, mail_bp):
         app.register_blueprint(blueprint)
 
 

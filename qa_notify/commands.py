@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from .admin.service import BroadcastError, send_broadcast
 from .auth.service import AccountError, register_user
+from .events.audiences import Users
 from .events.outbox import emit
 from .events.types import EVENT_TYPE_PATTERN, CustomEvent
 from .extensions import db
@@ -121,7 +122,7 @@ def notify(username: str, event_type: str, payload: str) -> None:
         raise click.ClickException(f"payload is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise click.ClickException("payload must be a JSON object")
-    row = emit(CustomEvent(name=event_type, data=data), {"kind": "users", "user_ids": [user.id]})
+    row = emit(CustomEvent(name=event_type, data=data), Users([user.id]))
     db.session.commit()
     click.echo(f"queued event {row.id} for {username}")
 

@@ -1,4 +1,5 @@
-"""Error handling: JSON for API and stream clients, a friendly page for browsers."""
+"""Errors and their answers: the one base of refusals (``SiteError``, with its HTTP status), JSON
+for API and stream clients, a friendly page for browsers."""
 
 from __future__ import annotations
 
@@ -6,13 +7,32 @@ import logging
 
 import redis
 import sqlalchemy.exc
-from flask import Flask, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from .jsonapi import APIError, error_response
+from .logs import request_id
 
 log = logging.getLogger(__name__)
+
+
+class SiteError(Exception):
+    """A request refused for a reason the user can act on; ``status`` is the HTTP status.
+
+    The one base of the site's refusals (``QAError``, ``AccountError``, ``BroadcastError``,
+    ``RoleError``, ``APIError``): uncaught, it is answered ``{"error": message}`` on the API
+    and a page with the message elsewhere; pages that show it on a form catch it first.
+    """
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def error_response(status: int, message: str):
+    """Return a JSON error response carrying the request's id (what to quote to an operator)."""
+    return make_response(jsonify(error=message, request_id=request_id()), status)
 
 
 def wants_json() -> bool:
@@ -23,61 +43,75 @@ def wants_json() -> bool:
 
 def register(app: Flask) -> None:
     """Install the error handlers on ``app``."""
+    app.register_error_handler(SiteError, site_error)
+    app.register_error_handler(CSRFError, csrf_error)
+    app.register_error_handler(HTTPException, http_error)
+    for outage in (
+        sqlalchemy.exc.TimeoutError,
+        sqlalchemy.exc.OperationalError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+    ):
+        app.register_error_handler(outage, backend_unavailable)
+    app.register_error_handler(Exception, unexpected_error)
 
-    @app.errorhandler(APIError)
-    def api_error(exc: APIError):
+
+def site_error(exc: SiteError):
+    """Answer a refusal with its status: JSON on the API, its message on a page."""
+    if wants_json():
         return error_response(exc.status, exc.message)
+    return render_template("error.html", code=exc.status, message=exc.message), exc.status
 
-    @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError):
-        message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
-        if wants_json():
-            return error_response(400, message)
-        return render_template(
-            "error.html",
-            code=400,
-            message="Your form expired. Go back, reload the page and try again.",
-        ), 400
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        message = "request body too large" if exc.code == 413 else exc.description or exc.name
-        if wants_json():
-            response = error_response(exc.code or 500, message)
-            if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
-                response.headers["Allow"] = ", ".join(exc.valid_methods)
-            return response
-        return render_template("error.html", code=exc.code, message=message), exc.code
+def csrf_error(exc: CSRFError):
+    """Answer a failed CSRF check with 400, saying how to get a token (API) or to reload (page)."""
+    message = f"CSRF check failed: {exc.description} Fetch a token from GET /api/csrf and send it as X-CSRFToken."
+    if wants_json():
+        return error_response(400, message)
+    return render_template(
+        "error.html",
+        code=400,
+        message="Your form expired. Go back, reload the page and try again.",
+    ), 400
 
-    @app.errorhandler(sqlalchemy.exc.TimeoutError)
-    @app.errorhandler(sqlalchemy.exc.OperationalError)
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
-    def backend_unavailable(exc: Exception):
-        # The database or Redis is unreachable, locked or out of free connections (a
-        # reconnect storm): a condition to retry, not a bug. 503 + Retry-After tells
-        # browsers and proxies so.
-        from .extensions import db
 
-        db.session.rollback()
-        log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
-        message = "the service is briefly unavailable; retry in a few seconds"
-        if wants_json():
-            response = error_response(503, message)
-        else:
-            response = render_template("error.html", code=503, message=message), 503
-            response = app.make_response(response)
-        response.headers["Retry-After"] = "3"
+def http_error(exc: HTTPException):
+    """Answer an HTTP error (404, 405, 413, ...) as JSON or a page, with ``Allow`` on a JSON 405."""
+    message = "request body too large" if exc.code == 413 else exc.description or exc.name
+    if wants_json():
+        response = error_response(exc.code or 500, message)
+        if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+    return render_template("error.html", code=exc.code, message=message), exc.code
 
-    @app.errorhandler(Exception)
-    def unexpected_error(exc: Exception):
-        if isinstance(exc, HTTPException):
-            return http_error(exc)
-        from .extensions import db
 
-        db.session.rollback()
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        if wants_json():
-            return error_response(500, "internal error; it has been logged")
-        return render_template("error.html", code=500, message=InternalServerError.description), 500
+def backend_unavailable(exc: Exception):
+    """Answer 503 with ``Retry-After`` while the database or Redis is away."""
+    # The database or Redis is unreachable, locked or out of free connections (a
+    # reconnect storm): a condition to retry, not a bug. 503 + Retry-After tells
+    # browsers and proxies so.
+    from .extensions import db
+
+    db.session.rollback()
+    log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
+    message = "the service is briefly unavailable; retry in a few seconds"
+    if wants_json():
+        response = error_response(503, message)
+    else:
+        response = make_response(render_template("error.html", code=503, message=message), 503)
+    response.headers["Retry-After"] = "3"
+    return response
+
+
+def unexpected_error(exc: Exception):
+    """Log a bug and answer 500, never a stack trace."""
+    if isinstance(exc, HTTPException):
+        return http_error(exc)
+    from .extensions import db
+
+    db.session.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    if wants_json():
+        return error_response(500, "internal error; it has been logged")
+    return render_template("error.html", code=500, message=InternalServerError.description), 500

@@ -6,25 +6,18 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import abort, jsonify, make_response, request
+from flask import abort, request
 from flask_login import current_user
 
 from . import strictjson
-from .logs import request_id
+from .errors import SiteError, error_response
 
 
-class APIError(Exception):
+class APIError(SiteError):
     """An error answered as ``{"error": message, "request_id": ...}`` with ``status``."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def error_response(status: int, message: str):
-    """Return a JSON error response carrying the request's id (what to quote to an operator)."""
-    return make_response(jsonify(error=message, request_id=request_id()), status)
+        super().__init__(message, status)
 
 
 def json_body() -> dict:

@@ -232,7 +232,7 @@ class OutboxEvent(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     event_type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict] = mapped_column(JSON)
-    # Who must hear of it: {"kind": "new_question", "question_id": ...} etc.; see events.recipients.
+    # Who must hear of it: an events.audiences dataclass as JSON, {"kind": "new_question", "question_id": ...}.
     audience: Mapped[dict] = mapped_column(JSON)
     actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,4 +1,4 @@
-"""URL converters: ``<id:question_id>`` matches only ids a row can have (1..MAX_ID)."""
+"""The site's URL rules: ``<id:question_id>`` matches only ids a row can have, and which paths are ours."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ class IdConverter(BaseConverter):
     def to_url(self, value: int) -> str:
         """Return the id as digits."""
         return str(int(value))
+
+
+def site_path(url: object) -> str | None:
+    """Return ``url`` if it is a path on this site, else None: the one open-redirect check.
+
+    Used for ``?next=`` after login and for the links in notification payloads (which may
+    come from other services); ``//host`` and backslashes would leave the site.
+    """
+    if isinstance(url, str) and url.startswith("/") and not url.startswith("//") and "\\" not in url:
+        return url
+    return None

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from qa_notify import create_app
-from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis
 from qa_notify.events.connections import make_client
 from qa_notify.extensions import db
 from qa_notify.models import User

@@ -60,7 +60,7 @@ class WebProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> WebProcess:
-        from qa_notify.local_cluster import start_web
+        from devstack.local_cluster import start_web
 
         for _ in range(3):
             self.process = start_web(self.port, self.env, **self.popen)

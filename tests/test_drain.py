@@ -14,6 +14,7 @@ import redis
 from sqlalchemy import func, insert, select, update
 
 from qa_notify.events import channels
+from qa_notify.events.audiences import QuestionFollowers, Users
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
@@ -69,11 +70,11 @@ def test_events_committed_together_reach_each_user_once_even_when_drained_again(
         expected: dict[int, list[int]] = {uid: [] for uid in users}
         for n in range(30):
             if n % 3 == 0:
-                audience, told = {"kind": "users", "user_ids": [users[n % 12]]}, [users[n % 12]]
+                audience, told = Users([users[n % 12]]), [users[n % 12]]
             elif n % 3 == 1:
-                audience, told = {"kind": "new_answer", "question_id": question.id}, users[:4]
+                audience, told = QuestionFollowers(question.id), users[:4]
             else:
-                audience, told = {"kind": "users", "user_ids": users[2:10]}, users[2:10]  # 8 > the batch of 5
+                audience, told = Users(users[2:10]), users[2:10]  # 8 > the batch of 5
             emit(tick(n), audience)
             for uid in told:
                 expected[uid].append(n)

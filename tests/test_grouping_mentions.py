@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from qa_notify.events.audiences import Users
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
@@ -81,9 +82,9 @@ def test_producer_events_group_by_their_own_group_field(app, login_as):
         for i in range(3):
             emit(
                 CustomEvent("deploy", {"text": f"build {i}", "group": "web"}),
-                {"kind": "users", "user_ids": [ann.user_id]},
+                Users([ann.user_id]),
             )
-        emit(CustomEvent("deploy", {"text": "no group"}), {"kind": "users", "user_ids": [ann.user_id]})
+        emit(CustomEvent("deploy", {"text": "no group"}), Users([ann.user_id]))
         db.session.commit()
     inbox = items_of(ann)
     assert inbox["unread_count"] == 2
@@ -161,7 +162,7 @@ def test_catch_all_streams_other_services_types_as_messages(web, app, login_as):
     plain = in_background(read_events, web.client("ann"), 2)
     wait_open(tab, plain)
     with app.app_context():
-        emit(CustomEvent("deploy", {"text": "v2 is live"}), {"kind": "users", "user_ids": [ann.user_id]})
+        emit(CustomEvent("deploy", {"text": "v2 is live"}), Users([ann.user_id]))
         db.session.commit()
     qid = ann.post("/api/questions", {"title": "Mine"}).get_json()["id"]
     login_as("bob").post(f"/api/questions/{qid}/answers", {"body": "hello"})
@@ -174,7 +175,7 @@ def test_catch_all_streams_other_services_types_as_messages(web, app, login_as):
     assert [e.event for e in plain()] == ["deploy", "new_answers"]
     # Replay in catch-all mode frames the same way.
     with app.app_context():
-        emit(CustomEvent("deploy", {"text": "v3"}), {"kind": "users", "user_ids": [ann.user_id]})
+        emit(CustomEvent("deploy", {"text": "v3"}), Users([ann.user_id]))
         db.session.commit()
     [replayed] = read_events(web.client("ann"), 1, params={"catch_all": "1", "last_event_id": answer.id})
     assert replayed.event == "message" and json.loads(replayed.data)["data"]["text"] == "v3"
@@ -202,7 +203,7 @@ def test_a_mentioned_user_deleted_before_the_fan_out_is_skipped(app, login_as, m
     with app.app_context():
         db.session.execute(delete(User).where(User.id == gone.id))
         event = Mention(1, "Q", None, "bob", "hi @gone @dora", "/questions/1")
-        emit(event, {"kind": "users", "user_ids": [gone.id, dora.user_id]})
+        emit(event, Users([gone.id, dora.user_id]))
         db.session.commit()
         row = db.session.query(OutboxEvent).filter_by(event_type="mention").one()
         assert row.delivered_at is not None and row.failures == 0

@@ -220,7 +220,7 @@ def test_the_production_web_process_logs_one_json_access_line_per_request(redis_
 
 def test_behind_nginx_the_request_id_is_the_one_nginx_made(redis_url, database_url, tmp_path):
     """run-cluster's nginx (deploy/nginx.conf's settings) passes its $request_id; a client's own is replaced."""
-    from qa_notify.local_cluster import nginx_binary, start_nginx
+    from devstack.local_cluster import nginx_binary, start_nginx
 
     if nginx_binary() is None:
         pytest.skip("nginx is not installed")

@@ -84,6 +84,7 @@ def test_muted_type_is_not_delivered(app, login_as):
 
 
 def test_rolled_back_question_notifies_nobody(app, r, login_as, make_user):
+    from qa_notify.events.audiences import TopicAndAuthorFollowers
     from qa_notify.events.outbox import emit
     from qa_notify.events.types import NewQuestion
     from qa_notify.models import Question
@@ -96,7 +97,7 @@ def test_rolled_back_question_notifies_nobody(app, r, login_as, make_user):
         db.session.add(question)
         db.session.flush()
         event = NewQuestion(question_id=question.id, title="Doomed", topics=[], author="author", url="/")
-        emit(event, {"kind": "new_question", "question_id": question.id}, actor_id=author.id)
+        emit(event, TopicAndAuthorFollowers(question.id), actor_id=author.id)
         db.session.rollback()
         # A later, unrelated commit must not send the rolled-back event either.
         db.session.add(Topic(name="unrelated"))

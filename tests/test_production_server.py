@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from qa_notify.local_cluster import WEB_UNIT, unit_command
+from devstack.local_cluster import WEB_UNIT, unit_command
 
 from .live import REPO, WebProcess, free_port
 

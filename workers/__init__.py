@@ -1,4 +1,4 @@
-"""Celery for qa_notify, the way Flask's own Celery example sets it up."""
+"""Celery for qa_notify, the way Flask's own Celery example sets it up: ``celery_init_app`` and the tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from celery.schedules import crontab
 from flask import Flask
 
 from qa_notify.events.connections import is_cluster
+from qa_notify.jobs import Jobs
+
+from . import tasks
 
 log = logging.getLogger(__name__)
 NO_CLUSTER_BROKER = (
@@ -46,28 +49,33 @@ def celery_init_app(app: Flask) -> Celery:
         # A task whose worker died is redelivered after this long (the outbox relay is faster).
         broker_transport_options={"visibility_timeout": app.config["CELERY_VISIBILITY_TIMEOUT"]},
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "relay-outbox": {
-                "task": "workers.relay_outbox",
-                "schedule": app.config["OUTBOX_RELAY_SECONDS"],
-            },
-            "ingest-external": {
-                "task": "workers.ingest_external",
-                "schedule": app.config["INGEST_POLL_SECONDS"],
-            },
-            "scan-email": {
-                "task": "workers.scan_email",
-                "schedule": app.config["EMAIL_SCAN_SECONDS"],
-            },
-            "send-digests": {
-                "task": "workers.send_digests",
-                "schedule": crontab(hour=app.config["EMAIL_DIGEST_HOUR"], minute=0),
-            },
-        },
     )
     celery.set_default()
     app.extensions["celery"] = celery
-    from . import tasks
-
-    tasks.register(celery)
+    # Configured first: the tasks take their defaults from the settings when bound, below.
+    celery.conf.beat_schedule = beat_schedule(app)
+    bind_jobs(app, celery)
     return celery
+
+
+def beat_schedule(app: Flask) -> dict:
+    """Return the periodic tasks that the one worker with ``--beat`` starts."""
+    return {
+        "relay-outbox": {"task": tasks.relay_outbox.name, "schedule": app.config["OUTBOX_RELAY_SECONDS"]},
+        "ingest-external": {"task": tasks.ingest_external.name, "schedule": app.config["INGEST_POLL_SECONDS"]},
+        "scan-email": {"task": tasks.scan_email.name, "schedule": app.config["EMAIL_SCAN_SECONDS"]},
+        "send-digests": {
+            "task": tasks.send_digests.name,
+            "schedule": crontab(hour=app.config["EMAIL_DIGEST_HOUR"], minute=0),
+        },
+    }
+
+
+def bind_jobs(app: Flask, celery: Celery) -> None:
+    """Give the web side its enqueue functions (``qa_notify.jobs``), bound to this Celery app's tasks."""
+    drain_outbox = celery.tasks[tasks.drain_outbox.name]
+    confirm_email = celery.tasks[tasks.confirm_email.name]
+    app.extensions["jobs"] = Jobs(
+        drain_outbox=lambda: drain_outbox.apply_async(retry=False),
+        confirm_email=lambda user_id: confirm_email.apply_async(args=[user_id], retry=False),
+    )

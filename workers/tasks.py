@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that run the outbox drain and fan-out, the relay, external ingestion and email."""
+"""Celery tasks: thin wrappers, each one step of delivery, relay, ingestion or email, found by import."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from contextlib import contextmanager
 
 import redis
-from celery import Celery
+from celery import Task, shared_task
 from flask import current_app
 from sqlalchemy.exc import OperationalError
 
@@ -23,13 +23,22 @@ TRANSIENT_ERRORS = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 # Delivery tasks: acknowledged only when done (a killed worker's task runs again), retried
 # with backoff on transient errors, safe to repeat.
 DELIVERY_TASK = {
-    "shared": False,
     "acks_late": True,
     "autoretry_for": TRANSIENT_ERRORS,
     "retry_backoff": True,
     "retry_backoff_max": 60,
     "max_retries": None,
 }
+
+
+def enqueue(task: Task, *args: object, **options: object) -> None:
+    """Queue ``task`` (a task of this module) on this Flask app's Celery app.
+
+    One process can hold several Flask apps, each with its own Celery app (the tests do):
+    the task object imported here stands for all of them, so the one bound to the app in
+    context is picked by the task's name.
+    """
+    current_app.extensions["celery"].tasks[task.name].apply_async(args=list(args), **options)
 
 
 @contextmanager
@@ -54,68 +63,74 @@ def delivery_attempt(outbox_id: int):
             log.error("outbox %s marked failed; it is listed on the admin page until retried", outbox_id)
 
 
-def register(celery: Celery) -> None:
-    """Register qa_notify's tasks on ``celery``."""
+def fan_out_recording_failure(outbox_id: int) -> int:
+    """Fan one outbox event out here (a large audience in parallel batch tasks); a failure is counted on its row."""
+    with delivery_attempt(outbox_id):
+        return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: enqueue(fan_out_batch, oid, ids))
+    return 0
 
-    def fan_out_alone(outbox_id: int) -> int:
-        """Deliver one outbox event by itself (idempotent); a large audience in parallel batches."""
-        with delivery_attempt(outbox_id):
-            return fanout.fan_out(outbox_id, enqueue_batch=lambda oid, ids: deliver_batch.apply_async(args=[oid, ids]))
-        return 0
 
-    @celery.task(name="workers.drain_outbox", bind=True, **DELIVERY_TASK)
-    def drain_outbox(self) -> int:
-        """Deliver the waiting outbox events many at a time (see qa_notify.events.drain)."""
-        return drain.drain_outbox(
-            self.request.id,
-            deliver_alone=fan_out_alone,
-            fan_out_apart=lambda outbox_id: fan_out_event.apply_async(args=[outbox_id]),
-        )
+@shared_task(name="workers.drain_outbox", bind=True, **DELIVERY_TASK)
+def drain_outbox(self: Task) -> int:
+    """Deliver the waiting outbox events many at a time (see qa_notify.events.drain)."""
+    return drain.drain_outbox(
+        self.request.id,
+        deliver_alone=fan_out_recording_failure,
+        fan_out_apart=lambda outbox_id: enqueue(fan_out_event, outbox_id),
+    )
 
-    @celery.task(name="workers.fan_out_event", **DELIVERY_TASK)
-    def fan_out_event(outbox_id: int) -> int:
-        """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
-        return fan_out_alone(outbox_id)
 
-    @celery.task(name="workers.deliver_batch", **DELIVERY_TASK)
-    def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
-        """Deliver one batch of a split fan-out (idempotent); the last marks the event delivered."""
-        with delivery_attempt(outbox_id):
-            return fanout.deliver_batch(outbox_id, user_ids)
-        return 0
+@shared_task(name="workers.fan_out_event", **DELIVERY_TASK)
+def fan_out_event(outbox_id: int) -> int:
+    """Deliver one outbox event to all its recipients (idempotent), in parallel batches."""
+    return fan_out_recording_failure(outbox_id)
 
-    @celery.task(name="workers.relay_outbox", shared=False)
-    def relay_outbox() -> int:
-        """Drain the outbox if events wait too long (the broker was away at commit, a drain died)."""
-        rows = fanout.pending_outbox(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
-        instruments.relayed([created_at for _, created_at in rows])
-        if rows:
-            drain.request_drain(force=True)
-        return len(rows)
 
-    @celery.task(name="workers.ingest_external", shared=False)
-    def ingest_external() -> int:
-        """Accept envelopes that other services appended to the ingest stream."""
-        return ingest.ingest_pending()
+@shared_task(name="workers.fan_out_batch", **DELIVERY_TASK)
+def fan_out_batch(outbox_id: int, user_ids: list[int]) -> int:
+    """Deliver one batch of a split fan-out (idempotent); the last marks the event delivered."""
+    with delivery_attempt(outbox_id):
+        return fanout.deliver_split_batch(outbox_id, user_ids)
+    return 0
 
-    @celery.task(name="workers.scan_email", shared=False)
-    def scan_email() -> int:
-        """Find users owed an away email (or a digest retry) and hand them out in small chunks."""
-        return scan.scan(lambda kind, ids: email_users.apply_async(args=[kind, ids]))
 
-    @celery.task(name="workers.send_digests", shared=False)
-    def send_digests() -> int:
-        """Start the daily digest: every digest user, in small chunks."""
-        return scan.start_digests(lambda kind, ids: email_users.apply_async(args=[kind, ids]))
+@shared_task(name="workers.relay_outbox")
+def relay_outbox() -> int:
+    """Drain the outbox if events wait too long (the broker was away at commit, a drain died)."""
+    rows = fanout.pending_outbox(current_app.config["OUTBOX_RELAY_AGE_SECONDS"])
+    instruments.relayed([created_at for _, created_at in rows])
+    if rows:
+        drain.request_drain(force=True)
+    return len(rows)
 
-    @celery.task(name="workers.confirm_email", shared=False)
-    def confirm_email(user_id: int) -> str:
-        """Email a new address the link that confirms it."""
-        return confirm.send_confirmation(user_id)
 
-    # Acknowledged on receipt (not acks_late): a chunk lost with its worker is found again by
-    # the next scan; what each user was sent is in the database either way, never doubled.
-    @celery.task(name="workers.email_users", shared=False, acks_late=False)
-    def email_users(kind: str, user_ids: list[int]) -> dict:
-        """Email each of these users (``away`` or ``digest``) what they are owed, one at a time."""
-        return scan.email_users(kind, user_ids)
+@shared_task(name="workers.ingest_external")
+def ingest_external() -> int:
+    """Accept envelopes that other services appended to the ingest stream."""
+    return ingest.ingest_pending()
+
+
+@shared_task(name="workers.scan_email")
+def scan_email() -> int:
+    """Find users owed an away email (or a digest retry) and hand them out in small chunks."""
+    return scan.scan(lambda kind, ids: enqueue(email_users, kind, ids))
+
+
+@shared_task(name="workers.send_digests")
+def send_digests() -> int:
+    """Start the daily digest: every digest user, in small chunks."""
+    return scan.start_digests(lambda kind, ids: enqueue(email_users, kind, ids))
+
+
+@shared_task(name="workers.confirm_email")
+def confirm_email(user_id: int) -> str:
+    """Email a new address the link that confirms it."""
+    return confirm.send_confirmation(user_id)
+
+
+# Acknowledged on receipt (not acks_late): a chunk lost with its worker is found again by
+# the next scan; what each user was sent is in the database either way, never doubled.
+@shared_task(name="workers.email_users", acks_late=False)
+def email_users(kind: str, user_ids: list[int]) -> dict:
+    """Email each of these users (``away`` or ``digest``) what they are owed, one at a time."""
+    return scan.email_users(kind, user_ids)

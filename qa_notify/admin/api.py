@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from ..jsonapi import APIError, field, json_body, role_required
 from . import bp
-from .service import BroadcastError, broadcast_history, send_broadcast
+from .service import broadcast_history, send_broadcast
 
 
 @bp.post("/api/admin/broadcast")
@@ -18,15 +18,12 @@ def api_broadcast():
     message = field(data, "message", required=False, default="")
     if not message.strip():
         raise APIError(422, "'message' must not be empty")
-    try:
-        broadcast = send_broadcast(
-            current_user._get_current_object(),
-            message,
-            field(data, "role", required=False),
-            current_app.config["BROADCAST_MAX_LENGTH"],
-        )
-    except BroadcastError as exc:
-        raise APIError(422, str(exc)) from None
+    broadcast = send_broadcast(
+        current_user._get_current_object(),
+        message,
+        field(data, "role", required=False),
+        current_app.config["BROADCAST_MAX_LENGTH"],
+    )
     return jsonify(broadcast_id=broadcast.id), 202
 
 

@@ -5,22 +5,20 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from ..auth.service import invalidate_sessions
+from ..errors import SiteError
+from ..events.audiences import Everyone
 from ..events.outbox import emit
 from ..events.types import BroadcastEvent
 from ..extensions import db
 from ..models import ROLES, Broadcast, Notification, User
 
 
-class BroadcastError(ValueError):
-    """A broadcast that cannot be sent; the message says why."""
+class BroadcastError(SiteError):
+    """A broadcast that cannot be sent (422); the message says why."""
 
 
-class RoleError(ValueError):
+class RoleError(SiteError):
     """A role change that is not allowed; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def change_role(actor: User, user: User, role: str) -> bool:
@@ -63,8 +61,7 @@ def send_broadcast(author: User | None, message: str, role: str | None, max_leng
     db.session.add(broadcast)
     db.session.flush()
     event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
-    audience = {"kind": "everyone", "role": role} if role else {"kind": "everyone"}
-    outbox = emit(event, audience, actor_id=author.id if author else None)
+    outbox = emit(event, Everyone(role), actor_id=author.id if author else None)
     broadcast.outbox_id = outbox.id
     db.session.commit()
     return broadcast

@@ -8,7 +8,7 @@ from flask_wtf.csrf import generate_csrf
 
 from ..jsonapi import APIError, api_login_required, field, json_body
 from . import bp
-from .service import AccountError, authenticate, end_session, register_user, start_session
+from .service import authenticate, end_session, register_user, start_session
 
 
 @bp.get("/api/csrf")
@@ -21,14 +21,11 @@ def csrf_token():
 def api_register():
     """Create an account and log it in."""
     data = json_body()
-    try:
-        user = register_user(
-            field(data, "username", max_length=40),
-            field(data, "password", max_length=200, strip=False),
-            email=field(data, "email", required=False, max_length=254),
-        )
-    except AccountError as exc:
-        raise APIError(exc.status, str(exc)) from None
+    user = register_user(
+        field(data, "username", max_length=40),
+        field(data, "password", max_length=200, strip=False),
+        email=field(data, "email", required=False, max_length=254),
+    )
     start_session(user)
     return jsonify(user.to_dict()), 201
 

@@ -13,6 +13,7 @@ from flask_login import login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..errors import SiteError
 from ..events import bus
 from ..extensions import db, login_manager
 from ..mail.preferences import normalise_address
@@ -25,12 +26,8 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 200
 
 
-class AccountError(ValueError):
+class AccountError(SiteError):
     """A registration or login problem the user can fix; ``status`` is the HTTP status."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @login_manager.user_loader
@@ -166,8 +163,7 @@ def unauthorized():
     """API and stream clients get 401 JSON; browsers are sent to the login page."""
     from flask import redirect, request, url_for
 
-    from ..errors import wants_json
-    from ..jsonapi import error_response
+    from ..errors import error_response, wants_json
 
     if wants_json():
         return error_response(401, "login required")

@@ -8,6 +8,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
 
+from ..urls import site_path
 from . import bp
 from .service import (
     MAX_PASSWORD,
@@ -43,9 +44,7 @@ class LogoutForm(FlaskForm):
 
 def _safe_next(target: str | None) -> str:
     """Return ``target`` if it is a path on this site, else the home page (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("qa.home")
+    return site_path(target) or url_for("qa.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])

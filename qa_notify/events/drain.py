@@ -32,6 +32,7 @@ from flask import current_app
 from sqlalchemy import Row, exists, or_, select, update
 
 from ..extensions import db
+from ..jobs import jobs
 from ..metrics import instruments
 from ..models import OutboxEvent, utcnow
 from . import bus, channels
@@ -63,7 +64,7 @@ def request_drain(force: bool = False) -> None:
     except redis.RedisError:
         log.warning("could not check for a queued drain; enqueueing one", exc_info=True)
     try:
-        current_app.extensions["celery"].tasks["workers.drain_outbox"].apply_async(retry=False)
+        jobs().drain_outbox()
     except Exception:  # the broker being away must never fail the user's request
         log.warning("could not enqueue an outbox drain now; the relay will retry", exc_info=True)
         with contextlib.suppress(redis.RedisError):

@@ -72,7 +72,7 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
     """Deliver outbox row ``outbox_id`` to all its recipients; return the number reached.
 
     With ``enqueue_batch``, an audience of more than one batch is split into batch tasks
-    that workers run in parallel (``deliver_batch`` marks the row delivered after the last);
+    that workers run in parallel (``deliver_split_batch`` marks the row delivered after the last);
     otherwise the batches run here, one after another. Safe to run twice or concurrently:
     a Redis lock keeps one dispatcher on a row, a progress key marks a split fan-out in
     flight, and every step is idempotent.
@@ -131,7 +131,7 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
             log.debug("outbox lock %s was already gone", event.id)
 
 
-def deliver_batch(outbox_id: int, user_ids: list[int]) -> int:
+def deliver_split_batch(outbox_id: int, user_ids: list[int]) -> int:
     """Deliver one batch of a split fan-out; the last batch marks the outbox row delivered."""
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None:

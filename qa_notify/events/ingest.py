@@ -28,6 +28,7 @@ from .. import strictjson
 from ..extensions import db
 from ..models import ROLES, OutboxEvent, User, valid_id
 from . import bus, channels
+from .audiences import Audience, Everyone, Users
 from .outbox import emit
 from .types import BUILTIN_TYPES, EVENT_TYPE_PATTERN, SERVER_FIELDS, STREAM_TYPES, CustomEvent
 
@@ -44,7 +45,7 @@ class EnvelopeError(ValueError):
     """Raised for an envelope that cannot be delivered; the message says why."""
 
 
-def parse_envelope(raw: bytes | str | None) -> tuple[CustomEvent, dict]:
+def parse_envelope(raw: bytes | str | None) -> tuple[CustomEvent, Audience]:
     """Validate one envelope (bytes as read from Redis); return the event and its audience."""
     if raw is None:
         raise EnvelopeError("entry has no 'envelope' field")
@@ -77,17 +78,17 @@ def _check_type(etype: object) -> None:
         raise EnvelopeError(f"'type' {etype!r} is the site's own; list it in INGEST_BUILTIN_TYPES to allow it")
 
 
-def _audience(env: dict) -> dict:
+def _audience(env: dict) -> Audience:
     has_user, has_role = "user" in env, "role" in env
     if has_user == has_role:
         raise EnvelopeError("give exactly one of 'user' or 'role'")
     if has_role:
         role = env["role"]
         if role == "all":
-            return {"kind": "everyone"}
+            return Everyone()
         if role not in ROLES:
             raise EnvelopeError(f"'role' must be one of {', '.join(ROLES)} or all")
-        return {"kind": "everyone", "role": role}
+        return Everyone(role)
     who = env["user"]
     if isinstance(who, str) and 0 < len(who) <= 40 and "\x00" not in who:
         user_id = db.session.scalar(select(User.id).where(User.username == who))
@@ -99,7 +100,7 @@ def _audience(env: dict) -> dict:
         raise EnvelopeError("'user' must be a username or a user id")
     if user_id is None:
         raise EnvelopeError(f"no such user: {str(who)[:60]!r}")
-    return {"kind": "users", "user_ids": [user_id]}
+    return Users([user_id])
 
 
 def _consumer_name() -> str:

@@ -17,17 +17,18 @@ from sqlalchemy.orm import Session
 from .. import strictjson
 from ..extensions import db
 from ..models import OutboxEvent, utcnow
+from .audiences import Audience
 from .drain import request_drain
 from .types import Event, event_type_of
 
 _PENDING_KEY = "qa_notify_outbox_pending"
 
 
-def emit(event: Event, audience: dict, actor_id: int | None = None, source_key: str | None = None) -> OutboxEvent:
+def emit(event: Event, audience: Audience, actor_id: int | None = None, source_key: str | None = None) -> OutboxEvent:
     """Record ``event`` for ``audience`` in the current transaction; it is sent after commit.
 
-    ``audience`` names who must hear of it, e.g. ``{"kind": "question_followers",
-    "question_id": 3}``; ``events.recipients`` turns it into user ids. ``actor_id`` is
+    ``audience`` names who must hear of it, e.g. ``QuestionFollowers(question_id=3)``
+    (``events.audiences``; stored as its JSON); ``events.recipients`` turns it into user ids. ``actor_id`` is
     never notified of their own action. ``source_key`` (unique) names an outside origin,
     so the same outside message can never become two events.
 
@@ -39,7 +40,7 @@ def emit(event: Event, audience: dict, actor_id: int | None = None, source_key: 
     row = OutboxEvent(
         event_type=event_type_of(event),
         payload=payload,
-        audience=audience,
+        audience=audience.to_json(),
         actor_id=actor_id,
         source_key=source_key,
         group_key=event.group_key(),

@@ -9,7 +9,7 @@ was told another way, who muted the type) is one rule, ``_exclude``, for both.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import CompoundSelect, Select, func, select, union
 
@@ -23,14 +23,10 @@ from ..models import (
     UserFollow,
     question_topics,
 )
+from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
 
-AUDIENCE_KINDS = ("new_question", "new_answer", "everyone", "users")
 # Audiences read per question: who follows it (and its asker), or its topics and its author.
 _BY_QUESTION = ("new_question", "new_answer")
-
-
-class AudienceError(ValueError):
-    """Raised for an audience description the fan-out cannot resolve."""
 
 
 def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = True) -> CompoundSelect:
@@ -41,7 +37,7 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
         columns = (question_id.label("question_id"), user_id.label("user_id"))
         return select(*columns) if keyed else select(columns[1])
 
-    if kind == "new_question":
+    if kind != QuestionFollowers.kind:
         by_topic = (
             pick(question_topics.c.question_id, TopicFollow.user_id)
             .join(TopicFollow, TopicFollow.topic_id == question_topics.c.topic_id)
@@ -60,28 +56,24 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
     return union(followers, author)
 
 
-def _candidates(audience: dict) -> Select | CompoundSelect:
+def _candidates(audience: Audience) -> Select | CompoundSelect:
     """Return a SELECT of one column, ``user_id``, possibly with duplicates."""
-    kind = audience.get("kind")
-    if kind in _BY_QUESTION:
-        return _followers_of_questions(kind, [int(audience["question_id"])], keyed=False)
-    if kind == "everyone":
+    if isinstance(audience, PostAudience):
+        return _followers_of_questions(audience.kind, [audience.question_id], keyed=False)
+    if isinstance(audience, Everyone):
         query = select(User.id.label("user_id"))
-        if audience.get("role"):
-            query = query.where(User.role == audience["role"])
-        return query
-    if kind == "users":
-        ids = [int(i) for i in audience.get("user_ids", [])]
-        return select(User.id.label("user_id")).where(User.id.in_(ids))
-    raise AudienceError(f"unknown audience kind {kind!r}")
+        return query.where(User.role == audience.role) if audience.role else query
+    if isinstance(audience, Users):
+        return select(User.id.label("user_id")).where(User.id.in_(audience.user_ids))
+    raise AudienceError(f"unknown audience kind {audience.kind!r}")
 
 
 @dataclass(frozen=True)
 class Addressed:
-    """An event to resolve: its key (the outbox id), whom it is for and who acted."""
+    """An event to resolve: its key (the outbox id), whom it is for (as stored, or parsed) and who acted."""
 
     key: int
-    audience: dict
+    audience: Audience | dict
     event_type: str
     exclude_user_id: int | None
 
@@ -95,7 +87,7 @@ def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
 def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]]) -> list[int]:
     """Who of the candidates hears of ``event``: not the actor, not who was told of the same
     post another way (mentioned in it), not who muted its type. The one place of this rule."""
-    told = {int(i) for i in event.audience.get("except") or []}
+    told = parse_audience(event.audience).left_out()
     return [
         uid
         for uid in candidates
@@ -104,9 +96,13 @@ def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]
 
 
 def recipient_batches(
-    audience: dict, event_type: str, exclude_user_id: int | None, batch_size: int
+    audience: Audience | dict, event_type: str, exclude_user_id: int | None, batch_size: int
 ) -> Iterator[list[int]]:
-    """Yield the recipients' user ids in ascending batches: no duplicates, no actor, no muters."""
+    """Yield the recipients' user ids in ascending batches: no duplicates, no actor, no muters.
+
+    ``audience`` may be an outbox row's JSON; raise AudienceError if it names no audience.
+    """
+    audience = parse_audience(audience)
     event = Addressed(0, audience, event_type, exclude_user_id)
     candidates = _candidates(audience).subquery()
     page = select(candidates.c.user_id).distinct().order_by(candidates.c.user_id).limit(batch_size)
@@ -135,43 +131,47 @@ def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
     """Resolve many events' recipients at once: one query per audience kind, one for mutes.
 
     An event with more than ``at_most`` candidates (or for everyone) is left ``apart``, for
-    ``recipient_batches``; the rule (``_exclude``) is the same either way.
+    ``recipient_batches``; the rule (``_exclude``) is the same either way. An event whose
+    audience cannot be parsed is left ``unresolved``, with the reason.
     """
     resolved = Resolved({}, [], {})
+    parsed = []
+    for e in events:
+        try:
+            parsed.append(replace(e, audience=parse_audience(e.audience)))
+        except AudienceError as exc:
+            resolved.unresolved[e.key] = exc
+    candidates = _small_candidates(parsed, at_most, resolved.apart)
+    muted = _muted(sorted({uid for found in candidates.values() for uid in found}))
+    for e in parsed:
+        if e.key in candidates:
+            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted)
+    return resolved
+
+
+def _small_candidates(events: list[Addressed], at_most: int, apart: list[int]) -> dict[int, list[int]]:
+    """Return each event's candidates, read together; add to ``apart`` the events too large for that."""
     question_ids: dict[str, set[int]] = {kind: set() for kind in _BY_QUESTION}
     user_ids: set[int] = set()
     for e in events:
-        try:
-            kind = e.audience.get("kind")
-            if kind in _BY_QUESTION:
-                question_ids[kind].add(int(e.audience["question_id"]))
-            elif kind == "users":
-                user_ids.update(int(i) for i in e.audience.get("user_ids", []))
-            elif kind != "everyone":
-                raise AudienceError(f"unknown audience kind {kind!r}")
-            _exclude(e, [], set())  # a malformed ``except`` fails here, not half-way
-        except (AudienceError, AttributeError, KeyError, TypeError, ValueError) as exc:
-            resolved.unresolved[e.key] = exc
+        if isinstance(e.audience, PostAudience):
+            question_ids[e.audience.kind].add(e.audience.question_id)
+        elif isinstance(e.audience, Users):
+            user_ids.update(e.audience.user_ids)
     followers = {kind: _first_followers(kind, ids, at_most) for kind, ids in question_ids.items() if ids}
     existing = set(db.session.scalars(select(User.id).where(User.id.in_(user_ids)))) if user_ids else set()
     candidates: dict[int, list[int]] = {}
     for e in events:
-        if e.key in resolved.unresolved:
-            continue
-        kind, found = e.audience["kind"], []
-        if kind in _BY_QUESTION:
-            found = followers[kind].get(int(e.audience["question_id"]), [])
-        elif kind == "users":
-            found = sorted({int(i) for i in e.audience.get("user_ids", [])} & existing)
-        if kind == "everyone" or len(found) > at_most:
-            resolved.apart.append(e.key)
+        found: list[int] = []
+        if isinstance(e.audience, PostAudience):
+            found = followers[e.audience.kind].get(e.audience.question_id, [])
+        elif isinstance(e.audience, Users):
+            found = sorted(set(e.audience.user_ids) & existing)
+        if isinstance(e.audience, Everyone) or len(found) > at_most:
+            apart.append(e.key)
         else:
             candidates[e.key] = found
-    muted = _muted(sorted({uid for found in candidates.values() for uid in found}))
-    for e in events:
-        if e.key in candidates:
-            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted)
-    return resolved
+    return candidates
 
 
 def _first_followers(kind: str, question_ids: set[int], at_most: int) -> dict[int, list[int]]:

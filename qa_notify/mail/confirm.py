@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import update
 
 from ..extensions import csrf, db
+from ..jobs import jobs
 from ..models import User, utcnow, valid_id
 from . import bp
 from .sending import NotHandedOver, Unknown, hand_over
@@ -53,9 +54,8 @@ def read_token(token: str) -> tuple[int, str]:
 
 def request_confirmation(user_id: int) -> None:
     """Have a worker email the confirmation link (a broker that is away is logged: save again later)."""
-    task = current_app.extensions["celery"].tasks["workers.confirm_email"]
     try:
-        task.apply_async(args=[user_id], retry=False)
+        jobs().confirm_email(user_id)
     except Exception:  # the broker being away must never fail the user's request
         log.warning("could not queue the confirmation email of user %s", user_id, exc_info=True)
 

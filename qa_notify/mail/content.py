@@ -122,7 +122,7 @@ def build_message(user: User, kind: str, email_id: int) -> EmailMultiAlternative
             "kind": kind,
             "summary": summary,
             "inbox_url": url_for("notifications.inbox_page", _external=True),
-            "preferences_url": url_for("notifications.preferences_page", _external=True),
+            "preferences_url": url_for("preferences.preferences_page", _external=True),
             "unsubscribe_url": unsubscribe_url,
         }
         message = EmailMultiAlternatives(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..urls import site_path
+
 
 @dataclass(frozen=True)
 class Wording:
@@ -29,13 +31,6 @@ def who(actors: list[str], actor_count: int) -> str:
         return f"{actors[0]} and {actors[1]}"
     others = total - 1
     return f"{actors[0]} and {others} other{'s' if others > 1 else ''}"
-
-
-def site_path(url: object) -> str | None:
-    """Return ``url`` if it is a path on this site, else None (payloads may come from other services)."""
-    if isinstance(url, str) and url.startswith("/") and not url.startswith("//") and "\\" not in url:
-        return url
-    return None
 
 
 def _text(value: object) -> str:

@@ -6,12 +6,12 @@ from flask import jsonify
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..admin.service import RoleError, change_role
+from ..admin.service import change_role
 from ..extensions import db
 from ..jsonapi import APIError, api_login_required, field, json_body, role_required
 from ..models import Question, Topic, User
 from . import bp
-from .service import QAError, ask_question, create_topic, post_answer, set_follow
+from .service import ask_question, create_topic, post_answer, set_follow
 
 
 def _get_or_404(model, obj_id: int, what: str):
@@ -19,13 +19,6 @@ def _get_or_404(model, obj_id: int, what: str):
     if obj is None:
         raise APIError(404, f"no such {what}")
     return obj
-
-
-def _qa_call(fn, *args):
-    try:
-        return fn(*args)
-    except QAError as exc:
-        raise APIError(exc.status, str(exc)) from None
 
 
 @bp.get("/api/topics")
@@ -39,7 +32,7 @@ def api_topics():
 @role_required("moderator", "admin")
 def api_create_topic():
     """Create a topic (moderators and admins)."""
-    topic = _qa_call(create_topic, field(json_body(), "name", max_length=50))
+    topic = create_topic(field(json_body(), "name", max_length=50))
     return jsonify(topic.to_dict()), 201
 
 
@@ -51,8 +44,7 @@ def api_ask():
     topics = field(data, "topics", list, required=False, default=[])
     if not all(isinstance(t, str) for t in topics):
         raise APIError(422, "'topics' must be a list of topic names")
-    question = _qa_call(
-        ask_question,
+    question = ask_question(
         current_user._get_current_object(),
         field(data, "title", max_length=200),
         field(data, "body", required=False, default=""),
@@ -72,7 +64,7 @@ def api_question(question_id: int):
 def api_answer(question_id: int):
     """Answer a question."""
     question = _get_or_404(Question, question_id, "question")
-    answer = _qa_call(post_answer, current_user._get_current_object(), question, field(json_body(), "body"))
+    answer = post_answer(current_user._get_current_object(), question, field(json_body(), "body"))
     return jsonify(answer.to_dict()), 201
 
 
@@ -94,7 +86,7 @@ def api_follow(collection: str, target_id: int):
 
     kind, model = FOLLOW_TARGETS[collection]
     _get_or_404(model, target_id, kind)
-    following = _qa_call(set_follow, current_user._get_current_object(), kind, target_id, request.method == "POST")
+    following = set_follow(current_user._get_current_object(), kind, target_id, request.method == "POST")
     return jsonify({"following": following, kind: target_id})
 
 
@@ -104,8 +96,5 @@ def api_set_role(user_id: int):
     """Change a user's role (admins); their sessions and streams end."""
     role = field(json_body(), "role")
     user = _get_or_404(User, user_id, "user")
-    try:
-        change_role(current_user._get_current_object(), user, role)
-    except RoleError as exc:
-        raise APIError(exc.status, str(exc)) from None
+    change_role(current_user._get_current_object(), user, role)
     return jsonify(user.to_dict())

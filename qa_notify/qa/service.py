@@ -7,6 +7,8 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import SiteError
+from ..events.audiences import QuestionFollowers, TopicAndAuthorFollowers, Users
 from ..events.outbox import emit
 from ..events.types import Mention, NewAnswers, NewQuestion, excerpt
 from ..extensions import db
@@ -19,12 +21,8 @@ MAX_BODY = 20_000
 MAX_TOPICS = 5
 
 
-class QAError(ValueError):
+class QAError(SiteError):
     """A Q&A request that cannot be done; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _refuse_nul(*texts: str) -> None:
@@ -71,7 +69,7 @@ def ask_question(author: User, title: str, body: str, topic_names: list[str]) ->
         url=question_path(question.id),
     )
     told = _notify_mentions(author, question, None, f"{title}\n{body}", body or title)
-    emit(event, {"kind": "new_question", "question_id": question.id, "except": told}, actor_id=author.id)
+    emit(event, TopicAndAuthorFollowers(question.id, excluded=told), actor_id=author.id)
     db.session.commit()
     return question
 
@@ -94,7 +92,7 @@ def _notify_mentions(author: User, question: Question, answer: Answer | None, te
             excerpt=excerpt(shown),
             url=question_path(question.id, answer.id if answer is not None else None),
         )
-        emit(event, {"kind": "users", "user_ids": told}, actor_id=author.id)
+        emit(event, Users(told), actor_id=author.id)
     return told
 
 
@@ -118,7 +116,7 @@ def post_answer(author: User, question: Question, body: str) -> Answer:
         url=question_path(question.id, answer.id),
     )
     told = _notify_mentions(author, question, answer, body, body)
-    emit(event, {"kind": "new_answer", "question_id": question.id, "except": told}, actor_id=author.id)
+    emit(event, QuestionFollowers(question.id, excluded=told), actor_id=author.id)
     db.session.commit()
     return answer
 

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from qa_notify.embedded_redis import EmbeddedRedis
+from devstack.embedded_redis import EmbeddedRedis
 
 from ..conftest import flush_redis
 from ..live import REPO, WebProcess

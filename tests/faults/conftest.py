@@ -16,12 +16,13 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from devstack.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
+from devstack.local_cluster import RABBITMQ_URL, rabbitmq_running
 from qa_notify import create_app
-from qa_notify.embedded_redis import EmbeddedCluster, EmbeddedRedis, free_port
+from qa_notify.events.audiences import Users
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
-from qa_notify.local_cluster import RABBITMQ_URL, rabbitmq_running
 from qa_notify.models import User
 
 from ..live import REPO, WebProcess
@@ -188,7 +189,7 @@ class FaultStack:
         """Emit event ``n`` (type ``tick``, ``pad`` bytes of filler) to the users, through the outbox."""
         data = {"n": n, "pad": "x" * pad} if pad else {"n": n}
         with self.app.app_context():
-            emit(CustomEvent(name="tick", data=data), {"kind": "users", "user_ids": user_ids})
+            emit(CustomEvent(name="tick", data=data), Users(user_ids))
             db.session.commit()
 
     def relay(self) -> None:

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import redis
 
-from qa_notify.embedded_redis import free_port
+from devstack.embedded_redis import free_port
+from devstack.local_cluster import nginx_binary, start_nginx
 from qa_notify.events import channels
 from qa_notify.events.connections import make_client
-from qa_notify.local_cluster import nginx_binary, start_nginx
 
 from .conftest import record
 from .test_faults import EVENTS, check_and_record, run_series

@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import func, select
 
 from qa_notify.events import channels
+from qa_notify.events.audiences import Users
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
@@ -98,7 +99,7 @@ def test_a_drain_killed_half_way_is_redone_without_duplicates(fault_stack):
     not_eager(stack)
     with stack.app.app_context():
         for n in range(events):
-            emit(CustomEvent(name="tick", data={"n": n}), {"kind": "users", "user_ids": user_ids})
+            emit(CustomEvent(name="tick", data={"n": n}), Users(user_ids))
         db.session.commit()  # one commit, one drain request
     worker = stack.start_worker(concurrency=2)
     stack.wait_for_first_inbox_row(timeout=60)

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qa_notify.embedded_redis import free_port
+from devstack.embedded_redis import free_port
 
 from ..live import REPO
 from ..test_monitoring_config import dashboard_queries

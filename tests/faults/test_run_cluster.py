@@ -29,8 +29,8 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from qa_notify.embedded_redis import free_port
-from qa_notify.local_cluster import RABBITMQ_URL, nginx_binary, rabbitmq_running
+from devstack.embedded_redis import free_port
+from devstack.local_cluster import RABBITMQ_URL, nginx_binary, rabbitmq_running
 
 from ..live import REPO
 
@@ -43,7 +43,7 @@ GRACE_S = 3  # from its exit to the last process it started gone
 
 
 def _valkey_missing() -> str | None:
-    from qa_notify.embedded_redis import _cli_binary, _server_binary
+    from devstack.embedded_redis import _cli_binary, _server_binary
 
     try:
         _server_binary(), _cli_binary()

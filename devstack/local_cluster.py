@@ -137,4 +137,7 @@ def start_nginx(port: int, upstream_ports: list[int], prefix: Path, workers: int
     prefix.mkdir(parents=True, exist_ok=True)
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(port, upstream_ports, prefix, workers))
-    return subprocess.Popen([nginx_binary(), "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
+    binary = nginx_binary()
+    if binary is None:
+        raise RuntimeError("nginx is not installed")
+    return subprocess.Popen([binary, "-c", str(conf), "-p", str(prefix)], stderr=subprocess.DEVNULL)
