@@ -72,9 +72,11 @@ test-lowest: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(PY) -m bench
 
+# ruff, then the house rules: class and function sizes, no package cycle (.ci/structure.py).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) .ci/structure.py
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

@@ -115,19 +115,20 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Mount the site's parts: auth, Q&A, notifications (inbox), live (stream), preferences, admin, email."""
+    """Mount the site's parts: auth, Q&A, the inbox, live stream, preferences, admin, email, health."""
     from .urls import IdConverter
 
     app.url_map.converters["id"] = IdConverter
     from .admin import bp as admin_bp
     from .auth import bp as auth_bp
+    from .health import bp as health_bp
     from .live import bp as live_bp
     from .mail import bp as mail_bp
     from .notifications import bp as notifications_bp
     from .preferences import bp as preferences_bp
     from .qa import bp as qa_bp
 
-    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, preferences_bp, admin_bp, mail_bp):
+    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, preferences_bp, admin_bp, mail_bp, health_bp):
         app.register_blueprint(blueprint)
 
 

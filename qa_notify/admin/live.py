@@ -1,6 +1,6 @@
 """The admin's live dashboard: this machine's streams, events and delivery backlog, refreshed every 2 s.
 
-The figures are ``/metrics``' (``qa_notify.metrics.exposition.snapshot``), as JSON: the page
+The figures are ``/metrics``' (``qa_notify.health.exposition.snapshot``), as JSON: the page
 polls ``/api/admin/live`` and works out rates and percentiles from the change between
 polls, so every process it reaches answers the same way.
 """
@@ -12,8 +12,8 @@ import time
 
 from flask import jsonify, render_template
 
+from ..health import exposition
 from ..jsonapi import page_role_required, role_required
-from ..metrics import exposition
 from . import bp
 
 LATENCIES = {

@@ -59,5 +59,3 @@ def api_mark_read():
             )
     changed, count = mark_read(current_user.id, ids)
     return jsonify(marked=changed, unread_count=count)
-
-

@@ -23,8 +23,8 @@ from ..events import bus, channels
 from ..events.outbox import oldest_undelivered, outbox_counts
 from ..extensions import db
 from ..mail.sending import email_counts
+from ..metrics import instruments, machine
 from ..models import utcnow
-from . import instruments, machine
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

@@ -9,8 +9,7 @@ from sqlalchemy import text
 from ..events import bus
 from ..events.connections import is_cluster, is_cluster_client
 from ..extensions import db
-from ..metrics import exposition
-from . import bp
+from . import bp, exposition
 
 
 def _check(probe) -> str:
