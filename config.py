@@ -102,6 +102,10 @@ class Config:
     # them holds: after that (its worker died, say) other drains and the relay take them.
     OUTBOX_DRAIN_ROWS = _env_int("OUTBOX_DRAIN_ROWS", 200)
     OUTBOX_CLAIM_SECONDS = _env_int("OUTBOX_CLAIM_SECONDS", 30)
+    # How long a drain that found nothing waits for the next commit to ring it before it ends:
+    # while answers keep coming, one task takes them all (no task per answer). 0: end at once
+    # (what eager tests get, where the drain runs inside the request).
+    OUTBOX_DRAIN_LINGER_SECONDS = _env_float("OUTBOX_DRAIN_LINGER_SECONDS", 1.0)
     # A task whose worker died is given to another worker after this long.
     CELERY_VISIBILITY_TIMEOUT = _env_int("CELERY_VISIBILITY_TIMEOUT", 300)
     OUTBOX_RELAY_SECONDS = _env_float("OUTBOX_RELAY_SECONDS", 5.0)

@@ -105,8 +105,16 @@ def outbox_progress(outbox_id: int) -> str:
 
 
 def outbox_drain_queued() -> str:
-    """Return the flag saying a drain task is queued and not yet started (see events.drain)."""
-    return f"{PREFIX}:outbox:drain-queued"
+    """Return the flag saying a drain task is queued or running (see events.drain)."""
+    return f"{PREFIX}:{{outbox}}:drain-queued"
+
+
+def outbox_drain_wake() -> str:
+    """Return the list a commit rings while a drain runs: the drain waits on it for more rows.
+
+    It shares the flag's hash tag, so one Lua call can check the flag and ring (clusters too).
+    """
+    return f"{PREFIX}:{{outbox}}:drain-wake"
 
 
 def user_id_from_channel(channel: str) -> int | None:

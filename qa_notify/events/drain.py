@@ -4,9 +4,11 @@ After a commit that emitted events, ``request_drain`` enqueues a drain task unle
 is queued or running (a short-lived flag in Redis). A drain takes what waits, delivers it,
 and looks again, until nothing waits: what commits while it works is its next batch, so a
 busy outbox is drained by one task in batches as large as the load makes them, while a lone
-answer is drained at once, never held for a batch window. Before it stops, a drain clears
-the flag and looks once more, so a commit that found the flag still set is never left
-behind. Each round claims up to OUTBOX_DRAIN_ROWS waiting rows in id order, reads all
+answer is drained at once, never held for a batch window. A drain that finds nothing waits up
+to OUTBOX_DRAIN_LINGER_SECONDS on a wake-up list that a commit finding the flag set rings,
+so while answers trickle in one task takes them all, each as soon as it commits, instead of
+a task per answer. Before it stops, a drain clears the flag and looks once more, so a
+commit that found the flag still set is never left behind. Each round claims up to OUTBOX_DRAIN_ROWS waiting rows in id order, reads all
 their recipients (one query per kind of audience), stores every inbox row in one insert
 and one commit, pushes them all in one pipeline per Redis master and marks the rows
 delivered in one UPDATE.
@@ -50,16 +52,33 @@ DRAIN_TASK_SECONDS = 10
 _outbox = OutboxEvent.__table__
 
 
+# KEYS: the drain flag, the wake-up list. ARGV: force (1/0), flag ttl, list ttl. Set the flag
+# and return 1 (enqueue a drain), or, when a drain is queued or running, ring it and return 0.
+# RPUSH, not LPUSH: on a Redis broker kombu LPUSHes each task, and the benchmarks count those.
+_REQUEST_LUA = """
+if ARGV[1] == '1' or redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+  return 1
+end
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('LTRIM', KEYS[2], -1, -1)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 0
+"""
+
+
 def request_drain(force: bool = False) -> None:
-    """Have a worker drain the outbox soon: enqueue a drain task unless one is queued or running.
+    """Have a worker drain the outbox soon: enqueue a drain task unless one is queued or
+    running, and then ring it (one Redis call either way).
 
     ``force`` enqueues one whatever the flag says (the relay's way: a flag whose task was
     lost only lapses after DRAIN_FLAG_SECONDS). Never raises: a broker or Redis that is
     away is logged, and the relay drains the rows later.
     """
-    flag = channels.outbox_drain_queued()
+    flag, wake = channels.outbox_drain_queued(), channels.outbox_drain_wake()
     try:
-        if not bus.redis_client().set(flag, 1, nx=not force, ex=DRAIN_FLAG_SECONDS):
+        keys_and_args = (flag, wake, int(force), DRAIN_FLAG_SECONDS, DRAIN_FLAG_SECONDS)
+        if not bus.redis_client().eval(_REQUEST_LUA, 2, *keys_and_args):
             return
     except redis.RedisError:
         log.warning("could not check for a queued drain; enqueueing one", exc_info=True)
@@ -80,6 +99,8 @@ def drain_outbox(claimer: str, deliver_alone: Callable[[int], object], fan_out_a
     cfg = current_app.config
     r, flag = bus.redis_client(), channels.outbox_drain_queued()
     stop_at = time.monotonic() + min(DRAIN_TASK_SECONDS, cfg["CELERY_VISIBILITY_TIMEOUT"] / 2)
+    # Eager (tests): the drain runs inside the request that committed, which must not wait.
+    linger = 0.0 if cfg["CELERY_ALWAYS_EAGER"] else cfg["OUTBOX_DRAIN_LINGER_SECONDS"]
     taken = 0
     tried: set[int] = set()  # rows handed over or that failed alone: this task does not retake them
     while True:
@@ -91,9 +112,16 @@ def drain_outbox(claimer: str, deliver_alone: Callable[[int], object], fan_out_a
             r.delete(flag)
             request_drain()  # the rest in a new task
             return taken
+        if linger > 0 and time.monotonic() + linger < stop_at and _rung(r, linger):
+            continue  # a commit rang while this drain waited: its rows are next
         r.delete(flag)  # from now on a commit enqueues a drain; one committed before is seen here:
         if not _rows_waiting(claimer, tried) or not r.set(flag, claimer, nx=True, ex=DRAIN_FLAG_SECONDS):
             return taken
+
+
+def _rung(r: redis.Redis, seconds: float) -> bool:
+    """Wait up to ``seconds`` for a commit to ring the wake-up list; True if one did."""
+    return r.blpop([channels.outbox_drain_wake()], timeout=seconds) is not None
 
 
 def drain_batch(

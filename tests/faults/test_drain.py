@@ -87,6 +87,40 @@ def test_answers_committed_while_no_worker_runs_arrive_once_in_a_few_tasks(broke
     assert tasks <= 12, f"{tasks} tasks for {answers} answers"
 
 
+def test_answers_trickling_in_are_taken_by_the_drain_that_waits_for_them(broker_stack):
+    """20 answers a tenth of a second apart, while the worker idles: the drain that took the
+    first waits for the next commit to ring it instead of ending, so a handful of tasks
+    deliver them all (a task each before), every follower told exactly once."""
+    from qa_notify.qa.service import post_answer
+
+    stack = broker_stack
+    answers = 20
+    asker, follower, answerer = stack.users(3)
+    not_eager(stack)
+    stack.start_worker(concurrency=2)
+    with stack.app.test_request_context():
+        question = Question(title="Trickle", body="", author_id=asker)
+        db.session.add(question)
+        db.session.flush()
+        db.session.add(QuestionFollow(user_id=follower, question_id=question.id))
+        db.session.commit()
+        author = db.session.get(User, answerer)
+        post_answer(author, question, "-1")  # the worker is up and has drained once
+        wait_all_delivered(stack, timeout=120)
+        before = broker_messages(stack.broker_url)
+        for n in range(answers):
+            post_answer(author, question, str(n))
+            time.sleep(0.1)  # a commit at a time, slower than a drain of one answer takes
+    wait_all_delivered(stack, timeout=120)
+    tasks = broker_messages(stack.broker_url) - before
+    r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    for uid in (asker, follower):
+        stream = [n for n in stream_of(r, uid, "new_answers", lambda d: int(d["excerpt"])) if n >= 0]
+        inbox = [n for n in stack.inbox_ticks(uid, event="new_answers", key=lambda d: int(d["excerpt"])) if n >= 0]
+        assert sorted(stream) == sorted(inbox) == list(range(answers)), "an answer was lost or doubled"
+    assert tasks < answers / 2, f"{tasks} drain tasks for {answers} answers a tenth of a second apart"
+
+
 def test_a_drain_killed_half_way_is_redone_without_duplicates(fault_stack):
     """One drain takes 1,000 events for 20 users each; its worker is SIGKILLed once the first
     inbox rows are written. A new worker (the same task redelivered, or the relay once the
