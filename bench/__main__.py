@@ -5,6 +5,9 @@
 figure's spread over the runs; ``--runs N`` changes how many. ``python -m bench --quick``
 runs small versions once (their figures stay out of the docs); ``--only NAME`` runs one
 scenario (repeatable). A results file holds the runs of its scenario's last invocation.
+``BENCH_DATABASE_URL=postgresql://...`` runs against that PostgreSQL database instead of a
+SQLite file (it is emptied first: give it one of its own); its results go to
+``<scenario>-postgresql.json`` and stay out of the docs' generated tables.
 """
 
 from __future__ import annotations
@@ -107,12 +110,17 @@ def main() -> None:
     for round_ in range(1, rounds + 1):
         for name in names:
             runs[name].append(run_one(name, sizes[name], args.quick, round_))
-            path = RESULTS / f"{name}{'-quick' if args.quick else ''}.json"
+            path = RESULTS / f"{name}{'-quick' if args.quick else ''}{_database_suffix()}.json"
             path.write_text(json.dumps({"runs": runs[name]}, indent=1) + "\n")
-    if args.quick:
-        print("quick run: figures in bench/results/*-quick.json; docs/benchmarks.md is left as it is")
+    if args.quick or _database_suffix():
+        print("quick or external-database run: figures in bench/results/; docs/benchmarks.md is left as it is")
     else:
         report.write(RESULTS)
+
+
+def _database_suffix() -> str:
+    """``-postgresql`` when ``BENCH_DATABASE_URL`` points the run at PostgreSQL, else nothing (SQLite)."""
+    return "-postgresql" if os.environ.get("BENCH_DATABASE_URL") else ""
 
 
 def run_one(name: str, size: dict, quick: bool, round_: int) -> dict:
@@ -127,6 +135,7 @@ def run_one(name: str, size: dict, quick: bool, round_: int) -> dict:
         "load_average_before": load,
         "wall_seconds": round(time.monotonic() - started, 1),
         "machine": machine(),
+        "database": "postgresql" if _database_suffix() else "sqlite",
         "date": time.strftime("%Y-%m-%d"),
         "time": time.strftime("%H:%M"),
     }

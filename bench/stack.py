@@ -42,9 +42,14 @@ class Stack:
             self.redis_url = self.redis_server.url
             # Explicit, so nothing an earlier cluster scenario left in the environment applies.
             settings = {"CELERY_BROKER_URL": self.redis_url, "CELERY_TASK_QUEUE": "celery", **settings}
-        db_file = workdir / "bench.sqlite"
-        db_file.unlink(missing_ok=True)
-        self.database_url = f"sqlite:///{db_file}"
+        external = os.environ.get("BENCH_DATABASE_URL")
+        if external:  # e.g. PostgreSQL: a database for the benchmarks alone, emptied here
+            self.database_url = external
+            _empty_database(external)
+        else:
+            db_file = workdir / "bench.sqlite"
+            db_file.unlink(missing_ok=True)
+            self.database_url = f"sqlite:///{db_file}"
         self.env = {
             **os.environ,
             "REDIS_URL": self.redis_url,
@@ -189,3 +194,19 @@ def redis_clients(r: redis.Redis) -> int:
         nodes = [node.redis_connection for node in r.get_primaries()]
         return sum(int(n.info("clients")["connected_clients"]) - 1 for n in nodes)
     return int(r.info("clients")["connected_clients"]) - 1
+
+
+def _empty_database(url: str) -> None:
+    """Drop everything in ``url``'s database (PostgreSQL: its public schema) before a run."""
+    from sqlalchemy import create_engine, text
+
+    from config import database_url
+
+    engine = create_engine(database_url(url))
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        else:
+            raise SystemExit("BENCH_DATABASE_URL: only PostgreSQL is supported (SQLite is the default)")
+    engine.dispose()

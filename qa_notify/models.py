@@ -180,10 +180,11 @@ class QuestionFollow(db.Model):
 
     __tablename__ = "question_follows"
 
+    # A question's followers in user id order, for keyset batches (events.recipients).
+    __table_args__ = (Index("ix_question_follows_question_user", "question_id", "user_id"),)
+
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    question_id: Mapped[int] = mapped_column(
-        ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
+    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -192,8 +193,10 @@ class TopicFollow(db.Model):
 
     __tablename__ = "topic_follows"
 
+    __table_args__ = (Index("ix_topic_follows_topic_user", "topic_id", "user_id"),)
+
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True, index=True)
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -202,8 +205,10 @@ class UserFollow(db.Model):
 
     __tablename__ = "user_follows"
 
+    __table_args__ = (Index("ix_user_follows_followed_follower", "followed_id", "follower_id"),)
+
     follower_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    followed_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    followed_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from sqlalchemy import CompoundSelect, Select, func, select, union
+from sqlalchemy import ColumnElement, CompoundSelect, Select, func, select, union
 
 from ..extensions import db
 from ..models import (
@@ -56,16 +56,50 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
     return union(followers, author)
 
 
-def _candidates(audience: Audience) -> Select | CompoundSelect:
-    """Return a SELECT of one column, ``user_id``, possibly with duplicates."""
+# One source of candidates: a SELECT of ``user_id`` and the column it is keyed on.
+Source = tuple[Select, ColumnElement[int]]
+
+
+def _sources(audience: Audience) -> list[Source]:
+    """Return where an audience's candidates come from, each readable in ``user_id`` order
+    from an index (``(question_id, user_id)``, ``(topic_id, user_id)``, ...)."""
     if isinstance(audience, PostAudience):
-        return _followers_of_questions(audience.kind, [audience.question_id], keyed=False)
+        question = audience.question_id
+        if audience.kind == QuestionFollowers.kind:
+            followers = select(QuestionFollow.user_id).where(QuestionFollow.question_id == question)
+            asker = select(Question.author_id.label("user_id")).where(Question.id == question)
+            return [(followers, QuestionFollow.user_id), (asker, Question.author_id)]
+        topics = db.session.scalars(select(question_topics.c.topic_id).where(question_topics.c.question_id == question))
+        by_topic = [
+            (select(TopicFollow.user_id).where(TopicFollow.topic_id == topic), TopicFollow.user_id) for topic in topics
+        ]
+        by_author = (
+            select(UserFollow.follower_id.label("user_id"))
+            .join(Question, Question.author_id == UserFollow.followed_id)
+            .where(Question.id == question)
+        )
+        return [*by_topic, (by_author, UserFollow.follower_id)]
     if isinstance(audience, Everyone):
         query = select(User.id.label("user_id"))
-        return query.where(User.role == audience.role) if audience.role else query
+        return [(query.where(User.role == audience.role) if audience.role else query, User.id)]
     if isinstance(audience, Users):
-        return select(User.id.label("user_id")).where(User.id.in_(audience.user_ids))
+        return [(select(User.id.label("user_id")).where(User.id.in_(audience.user_ids)), User.id)]
     raise AudienceError(f"unknown audience kind {audience.kind!r}")
+
+
+def _page(sources: list[Source], after: int, size: int) -> Select:
+    """The next ``size`` candidates after ``after``, no duplicates, ascending.
+
+    Each source reads its own index range (``> after``, in order, at most ``size``) before
+    they are merged, so the last page of a million followers costs what the first does; a
+    DISTINCT over the whole union, filtered outside, read all of it for every page.
+    """
+    firsts = [
+        select(sub.c.user_id)
+        for sub in (q.where(col > after).order_by(col).limit(size).subquery() for q, col in sources)
+    ]
+    merged = (union(*firsts) if len(firsts) > 1 else firsts[0]).subquery()
+    return select(merged.c.user_id).distinct().order_by(merged.c.user_id).limit(size)
 
 
 @dataclass(frozen=True)
@@ -104,11 +138,10 @@ def recipient_batches(
     """
     audience = parse_audience(audience)
     event = Addressed(0, audience, event_type, exclude_user_id)
-    candidates = _candidates(audience).subquery()
-    page = select(candidates.c.user_id).distinct().order_by(candidates.c.user_id).limit(batch_size)
+    sources = _sources(audience)
     after = 0
     while True:
-        batch = list(db.session.scalars(page.where(candidates.c.user_id > after)))
+        batch = list(db.session.scalars(_page(sources, after, batch_size)))
         if not batch:
             return
         kept = _exclude(event, batch, _muted(batch))
