@@ -64,7 +64,7 @@ class MemoryBroker:
         """Return what ``user_id`` missed since ``last_id`` (the same rules as ``replay.replay_since``)."""
         with self._lock:
             history, added = list(self._history.get(user_id, ())), self._added.get(user_id, 0)
-        return _since(history, added, last_id)
+        return _since(history, added, last_id, lost_is_gap=True)
 
     def subscribe_broadcasts(self) -> None:
         """Carry the broadcast channel (confirmed at once while connected)."""
@@ -80,7 +80,7 @@ class MemoryBroker:
         """Return the events for everyone since ``last_id`` (the rules of ``replay.replay_broadcasts``)."""
         with self._lock:
             history, added = list(self._broadcasts), self._broadcasts_added
-        return _since(history, added, last_id)
+        return _since(history, added, last_id, lost_is_gap=False)
 
     def newest_broadcast(self) -> str:
         """Return the newest broadcast id, or ``BEGINNING`` before the first."""
@@ -162,15 +162,18 @@ class MemoryBroker:
             self.handler.resume_broadcasts()
 
 
-def _since(history: list[StreamEvent], added: int, last_id: str | None) -> Backlog:
-    """The events of ``history`` (of ``added`` ever appended) after ``last_id``, by Redis' rules."""
+def _since(history: list[StreamEvent], added: int, last_id: str | None, lost_is_gap: bool) -> Backlog:
+    """The events of ``history`` (of ``added`` ever appended) after ``last_id``, by Redis' rules:
+    a user's (``lost_is_gap``: no history at all is a gap) or the broadcast stream's."""
     newest = history[-1].id if history else None
     if last_id is None:
         return Backlog([], False, newest)
     after = parse_event_id(last_id)
-    if after == (0, 0):  # a position taken while the history was empty: all of it, unless some is gone
-        return Backlog([], True, newest) if added > len(history) else Backlog(history, False, newest or BEGINNING)
-    if not history or after < history[0].sort_key:
+    trimmed = added > len(history)
+    if after == (0, 0) or not lost_is_gap:  # a gap only if entries after ``last_id`` were trimmed
+        if trimmed and history and after < history[0].sort_key:
+            return Backlog([], True, newest)
+    elif not history or after < history[0].sort_key:
         return Backlog([], True, newest or last_id)
     events = [event for event in history if event.sort_key > after]
     return Backlog(events, False, events[-1].id if events else last_id)

@@ -160,8 +160,29 @@ def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
 
 
 def replay_broadcasts(r: redis.Redis, last_id: str | None) -> Backlog:
-    """Return the events for everyone after ``last_id`` (all users'), oldest first; ``gap`` as above."""
-    return _read_since(r, channels.broadcast_stream(), last_id)
+    """Return the events for everyone after ``last_id`` (all users'), oldest first, in one round trip.
+
+    ``gap`` only when entries were trimmed away and ``last_id`` is older than what is kept:
+    the broadcast stream is one key for everyone, rarely written, so a stream that does not
+    exist (never written, expired after a quiet week, wiped) or holds only entries after
+    ``last_id`` means nothing was missed that can still be told.
+    """
+    key = channels.broadcast_stream()
+    if last_id is None:
+        return Backlog([], False, _newest_id(r, key))
+    with r.pipeline(transaction=False) as pipe:
+        pipe.xinfo_stream(key)
+        pipe.xrange(key, min="(" + last_id)
+        info, entries = pipe.execute(raise_on_error=False)
+    if isinstance(entries, Exception):
+        raise entries
+    if isinstance(info, Exception):
+        return Backlog([], False, last_id)  # no such key
+    first = info.get("first-entry")
+    trimmed = int(info["entries-added"]) > int(info["length"])
+    if trimmed and first and parse_event_id(last_id) < parse_event_id(first[0]):
+        return Backlog([], True, info["last-generated-id"])
+    return _backlog(_entries(entries), last_id)
 
 
 def newest_broadcast(r: redis.Redis) -> str:
