@@ -42,13 +42,13 @@ def deliver_to_everyone(event: OutboxEvent, audience: Everyone, started: float |
     return added
 
 
-def store_inbox_rows(outbox_id: int, recipients, batch: int = INBOX_BATCH) -> int:
+def store_inbox_rows(outbox_id: int, recipients, batch: int | None = None) -> int:
     """Give each user ``recipients`` (a SELECT of user ids) selects an inbox row of ``outbox_id``.
 
-    One ``INSERT ... SELECT`` per ``batch`` users (by id), each committed; rows that exist
+    One ``INSERT ... SELECT`` per ``batch`` users (by id; ``INBOX_BATCH``), each committed; rows that exist
     already are left alone. Return how many rows were added.
     """
-    now = utcnow()
+    now, batch = utcnow(), batch or INBOX_BATCH
     ids = recipients.subquery()
     after, added = 0, 0
     while True:
