@@ -15,8 +15,9 @@ and event).
 from __future__ import annotations
 
 import time
+from typing import cast
 
-from sqlalchemy import DateTime, Integer, literal, select
+from sqlalchemy import CursorResult, DateTime, Integer, literal, select
 
 from ..extensions import db
 from ..metrics import instruments
@@ -57,7 +58,7 @@ def store_inbox_rows(outbox_id: int, recipients, batch: int | None = None) -> in
         if upto is not None:
             rows = rows.where(ids.c.id <= upto)
         result = db.session.execute(inbox_insert().from_select(["user_id", "outbox_id", "created_at"], rows))
-        added += max(result.rowcount or 0, 0)
+        added += max(cast(CursorResult, result).rowcount or 0, 0)
         db.session.commit()
         if upto is None:
             return added

@@ -19,7 +19,7 @@ from ..jsonapi import APIError
 from ..notifications.inbox import muted_types
 from .hub import get_registry
 from .registry import NOTHING_MUTED, Registry, Subscription, TooManyStreams
-from .replay import BEGINNING, NOTHING_YET, Backlog, Replay, SharedEvent, merge, parse_position
+from .replay import BEGINNING, NOTHING_YET, Backlog, Replay, SharedEvent, StreamEvent, merge, parse_position
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def read_since(registry: Registry, sub: Subscription, last_id: str | None, *, re
             shared = Backlog([], False, sub.broadcast_from)
         else:
             everyone = broker.replay_broadcasts(broadcast)
-            wanted = [e for e in everyone.events if isinstance(e, SharedEvent) and sub.wants(e)]
+            wanted: list[StreamEvent] = [e for e in everyone.events if isinstance(e, SharedEvent) and sub.wants(e)]
             shared = Backlog(wanted, everyone.gap, everyone.last_id)
     except redis.RedisError:
         log.warning("stream for user %s refused: Redis unavailable", sub.user_id, exc_info=True)

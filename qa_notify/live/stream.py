@@ -154,7 +154,7 @@ def _frames_for(
     the position; a ``BROADCAST_GAP`` the broadcast stream, filtered for the user. Events at
     or before the position are dropped (already sent, from the backlog or live).
     """
-    frames = []
+    frames: list[bytes] = []
     for item in items:
         caught_up = item is GAP or item is BROADCAST_GAP
         live = not (caught_up or replayed)
