@@ -276,6 +276,14 @@ def test_a_stream_starts_at_the_newest_broadcast_and_carries_both_positions(regi
     assert all_ids([next(body)]) == [f"{mine}~{later}"]
 
 
+def test_after_a_cut_a_new_stream_starts_at_the_newest_broadcast_not_the_last_one_heard(registry, broker):
+    registry.attach(BOB, None)
+    broker.cut()
+    unheard = broker.broadcast("broadcast", {"message": "while cut"})
+    broker.reconnect()
+    assert registry.attach(ALICE, None).broadcast_from == unheard
+
+
 def test_a_reconnect_with_a_position_gets_the_missed_broadcast_once_and_filtered(registry, broker):
     seen = broker.broadcast("broadcast", {"message": "seen"})
     mine = broker.push(ALICE, "read", {"n": 0})

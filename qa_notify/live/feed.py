@@ -22,10 +22,12 @@ class BroadcastFeed:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._newest = ((0, 0), BEGINNING)  # (key, id): replaced whole, never half-written
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one subscriber, one reader of the newest id at a time
+        self._advancing = threading.Lock()
         self._carried = False
         self._confirmed = False
-        self._stale = True  # the newest id must be read from Redis before a stream starts there
+        self._fresh = False  # the newest id was read from Redis since the channel was last cut
+        self._cuts = 0
 
     @property
     def newest(self) -> str:
@@ -37,8 +39,9 @@ class BroadcastFeed:
 
         The first stream of the process waits for the channel's confirmation, and then reads
         the newest id: subscribed first, read second, so no broadcast falls in between.
+        Streams opening meanwhile wait for that read, so none starts before what exists.
         """
-        if self._confirmed and not self._stale:
+        if self._fresh:
             return
         with self._lock:
             if not self._carried:
@@ -48,13 +51,11 @@ class BroadcastFeed:
             if not self.broker.wait_broadcasts_confirmed(timeout):
                 raise redis.ConnectionError("Redis did not confirm the broadcast subscription in time")
             self._confirmed = True
-        if self._stale:
-            self._stale = False  # before the read: a cut meanwhile marks it stale again
-            try:
+        with self._lock:
+            if not self._fresh:
+                cuts = self._cuts
                 self._advance(self.broker.newest_broadcast())
-            except redis.RedisError:
-                self._stale = True
-                raise
+                self._fresh = cuts == self._cuts  # cut during the read: read again next time
 
     def saw(self, event: StreamEvent) -> None:
         """A broadcast arrived live: streams attached from now on start after it."""
@@ -62,9 +63,11 @@ class BroadcastFeed:
 
     def lost_track(self) -> None:
         """The channel was cut and is back: read the newest id again before the next stream starts."""
-        self._stale = True
+        self._cuts += 1
+        self._fresh = False
 
     def _advance(self, event_id: str) -> None:
         key = parse_event_id(event_id)
-        if key > self._newest[0]:
-            self._newest = (key, event_id)
+        with self._advancing:
+            if key > self._newest[0]:
+                self._newest = (key, event_id)
