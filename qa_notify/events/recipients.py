@@ -147,8 +147,9 @@ class Resolved:
 def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
     """Resolve many events' recipients at once: one query per audience kind, one for mutes.
 
-    An event with more than ``at_most`` candidates (or for everyone) is left ``apart``, for
-    ``recipient_batches``; the rule (``_exclude``) is the same either way. An event whose
+    An event with more than ``at_most`` candidates is left ``apart``, for
+    ``recipient_batches``, and so is an event for everyone, for ``everyone_select``; the
+    rule (``_exclude``) is the same either way. An event whose
     audience cannot be parsed is left ``unresolved``, with the reason.
     """
     resolved = Resolved({}, [], {})
