@@ -59,6 +59,8 @@ def parse_event_id(value: str) -> tuple[int, int]:
     return parts
 
 
+# A position before anything: the stream was empty (or did not exist) when it was taken.
+BEGINNING = "0-0"
 # The most a position can be: two ids and the "~" between them.
 _MAX_POSITION = 2 * 41 + 1
 
@@ -144,10 +146,6 @@ def merge(user: Backlog, since_user: str | None, broadcasts: Backlog, since_broa
     start_broadcast = since_broadcast if since_broadcast and not broadcasts.gap else broadcasts.last_id
     events = sorted(user.events + broadcasts.events, key=lambda event: event.sort_key)
     return Replay(events, user.gap or broadcasts.gap, Position(start_user, start_broadcast or BEGINNING))
-
-
-# A position before anything: the stream was empty (or did not exist) when it was taken.
-BEGINNING = "0-0"
 
 
 def replay_since(r: redis.Redis, user_id: int, last_id: str | None) -> Backlog:
