@@ -451,7 +451,9 @@ _NOTES = """
   Tasks are the broker's messages (LPUSH on the Redis broker); every follower's inbox and
   stream are counted to hold each answer exactly once.
 - **Broadcast**: the broadcast is sent through the domain code; the clock runs until the
-  last stream has the event.
+  last stream has the event. Since 2026-12-01 a broadcast is written once (one broadcast
+  stream entry and one publish that every web process hears, then the inbox rows by
+  `INSERT ... SELECT`); earlier figures are of one XADD + publish per user.
 - **Connects**: the broadcast and capacity scenarios open streams at 1,000 per second
   (`CONNECT_RATE` in `bench/scenarios.py`), as browsers arriving briskly rather than all
   in the same millisecond.

@@ -17,6 +17,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -306,6 +308,17 @@ class Notification(db.Model):
             "created_at": self.created_at.isoformat() + "Z",
             "read": self.read_at is not None,
         }
+
+
+def inbox_insert():
+    """Return an INSERT into the inbox that skips the rows it already holds (one per user and event).
+
+    A Core insert on the table: one executemany (or one ``INSERT ... SELECT``), no ORM
+    bookkeeping per row; a retried delivery inserts nothing twice.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
 class EmailMessage(db.Model):

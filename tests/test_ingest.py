@@ -108,6 +108,19 @@ def test_builtin_types_are_allowed_only_when_configured(app, r, raw, make_user):
     assert fields["t"] == "broadcast" and json.loads(fields["d"])["source"] == "external"
 
 
+def test_an_event_for_a_role_is_written_once_for_all_of_it(app, r, raw, make_user):
+    alice, bob = make_user("alice"), make_user("bob", role="moderator")
+    raw.xadd(
+        channels.INGEST_STREAM, {"envelope": envelope(role="moderator", type="report", payload={"marker": "mods"})}
+    )
+    assert run_ingest(app) == 1
+    assert delivered(app, r, bob.id, "mods") == (1, 0)  # an inbox row; nothing in his own stream
+    assert delivered(app, r, alice.id, "mods") == (0, 0)
+    [(_, fields)] = r.xrange(channels.broadcast_stream())  # one entry for every moderator's streams
+    assert (fields["t"], fields["r"], fields["a"]) == ("report", "moderator", "")
+    assert json.loads(fields["d"]) == {"marker": "mods", "v": 1, "source": "external"}
+
+
 def test_an_entry_read_again_after_a_crash_becomes_one_event(app, r, raw, make_user, monkeypatch):
     """Redis drops the connection after the event was committed but before the entry was acknowledged."""
     alice = make_user("alice")

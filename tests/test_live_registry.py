@@ -1,4 +1,5 @@
-"""The live side's logic on the in-memory broker: registry, quota, control messages, the stream body.
+"""The live side's logic on the in-memory broker: registry, quota, control messages, the stream body,
+and events for everyone (one publish, filtered per stream, replayed by position).
 
 No Redis, no web server: a ``Registry`` on a ``MemoryBroker``, and the SSE body generator
 driven by hand. The same behaviour on Redis (single server and cluster), through HTTP, is
@@ -13,10 +14,11 @@ import time
 import pytest
 import redis
 
+from qa_notify.live.attach import read_since
 from qa_notify.live.leases import LocalQuota
 from qa_notify.live.memory import MemoryBroker
-from qa_notify.live.registry import GAP, Registry, TooManyStreams
-from qa_notify.live.replay import NOTHING_YET
+from qa_notify.live.registry import BROADCAST_GAP, GAP, Registry, TooManyStreams
+from qa_notify.live.replay import parse_position
 from qa_notify.live.stream import _catch_all_frame, _event_stream, _frame
 
 ALICE, BOB = 1, 2
@@ -108,7 +110,7 @@ def test_a_channel_back_after_a_cut_resumes_its_streams_with_gap(registry, broke
     broker.push(ALICE, "read", {})  # published while cut off: lost to the stream
     assert tab.wait(0) == []
     broker.reconnect()
-    assert tab.wait(0) == [GAP]
+    assert tab.wait(0) == [GAP, BROADCAST_GAP]  # the one connection carried the broadcast channel too
 
 
 def test_attach_waits_for_the_confirmation_and_fails_without_it(registry, broker):
@@ -141,13 +143,15 @@ def test_replay_gives_the_events_after_an_id_or_gap_when_it_is_older_than_the_hi
 
 def open_stream(registry, broker, last_id=None, frame=_frame):
     sub = registry.attach(ALICE, "s1")
-    backlog = broker.replay(ALICE, last_id) if last_id else NOTHING_YET
-    body = _event_stream(registry, sub, backlog, retry_ms=2000, heartbeat=0.01, frame=frame)
+    body = _event_stream(registry, sub, read_since(registry, sub, last_id), retry_ms=2000, heartbeat=0.01, frame=frame)
     return sub, body
 
 
 def event_ids(chunks: list[bytes]) -> list[str]:
-    return [line[4:] for chunk in chunks for line in chunk.decode().split("\n") if line.startswith("id: ")]
+    """The user stream half of each frame's id (the part a user's own event moves)."""
+    return [
+        line[4:].split("~")[0] for chunk in chunks for line in chunk.decode().split("\n") if line.startswith("id: ")
+    ]
 
 
 def take(body, count: int) -> list[bytes]:
@@ -173,7 +177,7 @@ def test_live_events_the_backlog_already_had_are_not_sent_twice(registry, broker
     seen = broker.push(ALICE, "read", {"n": 0})
     sub = registry.attach(ALICE, None)
     racing = broker.push(ALICE, "read", {"n": 1})  # live, and in the backlog read after it
-    body = _event_stream(registry, sub, broker.replay(ALICE, seen), 2000, 0.01)
+    body = _event_stream(registry, sub, read_since(registry, sub, seen), 2000, 0.01)
     assert next(body).startswith(b"retry:")
     assert event_ids([next(body)]) == [racing]
     assert next(body) == b": heartbeat\n\n"  # the live copy was dropped
@@ -231,3 +235,118 @@ def test_catch_all_sends_unknown_types_as_unnamed_messages(registry, broker):
         "data": {"text": "v2"},
     }
     assert read.startswith("event: read\n")
+
+
+# -- events for everyone: one publish, filtered per stream --------------------------------
+
+CAROL, DAVE = 3, 4
+
+
+def test_a_broadcast_reaches_each_eligible_stream_once_and_nobody_else(registry, broker):
+    alice = registry.attach(ALICE, None, role="user")
+    mod = registry.attach(BOB, None, role="moderator")
+    muting = registry.attach(CAROL, None, role="user", muted=frozenset({"broadcast"}))
+    author = registry.attach(DAVE, None, role="admin")
+    everyone = broker.broadcast("broadcast", {"message": "hi"}, author_id=DAVE)
+    assert ids(alice.wait(0)) == ids(mod.wait(0)) == [everyone]
+    assert muting.wait(0) == [] and author.wait(0) == []
+    moderators = broker.broadcast("broadcast", {"message": "mods"}, role="moderator", author_id=DAVE)
+    assert (ids(mod.wait(0)), alice.wait(0), muting.wait(0), author.wait(0)) == ([moderators], [], [], [])
+    deploy = broker.broadcast("deploy", {"text": "v2"})  # another type: muting broadcasts does not mute it
+    assert ids(muting.wait(0)) == ids(author.wait(0)) == [deploy]
+
+
+def test_a_change_of_muted_types_reaches_the_open_streams(registry, broker):
+    tab = registry.attach(ALICE, None, role="user")
+    broker.publish(ALICE, '\nmuted\n["broadcast"]')
+    broker.broadcast("broadcast", {"message": "quiet"})
+    assert tab.wait(0) == []
+    broker.publish(ALICE, "\nmuted\n[]")
+    loud = broker.broadcast("broadcast", {"message": "loud"})
+    assert ids(tab.wait(0)) == [loud]
+
+
+def test_a_stream_starts_at_the_newest_broadcast_and_carries_both_positions(registry, broker):
+    before = broker.broadcast("broadcast", {"message": "before"})
+    sub, body = open_stream(registry, broker)
+    assert next(body).startswith(b"retry:")
+    mine = broker.push(ALICE, "read", {"n": 0})
+    assert all_ids([next(body)]) == [f"{mine}~{before}"]  # nothing replayed: it started now
+    later = broker.broadcast("broadcast", {"message": "later"})
+    assert all_ids([next(body)]) == [f"{mine}~{later}"]
+
+
+def test_after_a_cut_a_new_stream_starts_at_the_newest_broadcast_not_the_last_one_heard(registry, broker):
+    registry.attach(BOB, None)
+    broker.cut()
+    unheard = broker.broadcast("broadcast", {"message": "while cut"})
+    broker.reconnect()
+    assert registry.attach(ALICE, None).broadcast_from == unheard
+
+
+def test_a_reconnect_with_a_position_gets_the_missed_broadcast_once_and_filtered(registry, broker):
+    seen = broker.broadcast("broadcast", {"message": "seen"})
+    mine = broker.push(ALICE, "read", {"n": 0})
+    missed = broker.broadcast("broadcast", {"message": "missed"})
+    broker.broadcast("broadcast", {"message": "by alice"}, author_id=ALICE)  # hers: never told
+    broker.broadcast("broadcast", {"message": "mods"}, role="moderator")  # not her role
+    also = broker.push(ALICE, "read", {"n": 1})
+    sub = registry.attach(ALICE, "s1", role="user")
+    racing = broker.broadcast("broadcast", {"message": "racing"})  # live, and in the backlog read after it
+    body = _event_stream(registry, sub, read_since(registry, sub, f"{mine}~{seen}"), 2000, 0.01)
+    next(body)
+    assert all_ids(take(body, 3)) == [f"{mine}~{missed}", f"{also}~{missed}", f"{also}~{racing}"]
+    assert next(body) == b": heartbeat\n\n"  # the live copy of "racing" was dropped
+
+
+def test_an_old_plain_id_still_replays_the_users_events_and_starts_broadcasts_now(registry, broker):
+    seen = broker.push(ALICE, "read", {"n": 0})
+    broker.broadcast("broadcast", {"message": "missed, not replayed"})
+    missed = broker.push(ALICE, "read", {"n": 1})
+    sub, body = open_stream(registry, broker, last_id=seen)
+    next(body)
+    [frame] = take(body, 1)
+    assert b"missed, not replayed" not in frame and event_ids([frame]) == [missed]
+    live = broker.broadcast("broadcast", {"message": "live"})
+    assert all_ids([next(body)]) == [f"{missed}~{live}"]
+
+
+def test_after_a_cut_the_body_re_reads_the_broadcasts_it_missed_once(registry, broker):
+    sub, body = open_stream(registry, broker)
+    next(body)
+    first = broker.broadcast("broadcast", {"message": "first"})
+    assert all_ids([next(body)]) == [f"~{first}"]  # nothing of her own yet: the user half is empty
+    broker.cut()
+    lost = [broker.broadcast("broadcast", {"message": f"lost {n}"}) for n in range(2)]
+    broker.broadcast("broadcast", {"message": "muted"}, author_id=ALICE)
+    broker.reconnect()
+    after = broker.broadcast("broadcast", {"message": "after"})
+    assert all_ids(take(body, 3)) == [f"~{b}" for b in (*lost, after)]
+
+
+def test_a_broadcast_cut_longer_than_the_history_sends_resync(registry, broker):
+    sub, body = open_stream(registry, broker)
+    next(body)
+    broker.broadcast("broadcast", {})
+    next(body)
+    broker.cut()
+    newest = [broker.broadcast("broadcast", {"n": n}) for n in range(6)][-1]  # more than the 5 kept
+    broker.reconnect()
+    chunk = next(body).decode()
+    assert chunk.startswith("event: resync\n") and f"id: ~{newest}" in chunk
+
+
+@pytest.mark.parametrize("position", ["1-0~2-0", "~2-0", "1-0", "0-0~0-0"])
+def test_positions_parse(position):
+    user, broadcast = parse_position(position)
+    assert (user or "") + ("~" + broadcast if broadcast else "") == position
+
+
+@pytest.mark.parametrize("junk", ["~", "1-0~", "1-0~2-0~3-0", "~x", "1-0~2", "1-0 ~2-0", "1-0~" + "9" * 30 + "-0"])
+def test_bad_positions_are_refused(junk):
+    with pytest.raises(ValueError):
+        parse_position(junk)
+
+
+def all_ids(chunks: list[bytes]) -> list[str]:
+    return [line[4:] for chunk in chunks for line in chunk.decode().split("\n") if line.startswith("id: ")]

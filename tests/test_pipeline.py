@@ -256,3 +256,44 @@ def test_external_producer_envelope_is_delivered_and_bad_ones_dead_lettered(app,
     assert any("reserved" in d for d in dead) and any("no 'envelope'" in d for d in dead)
     # Everything was acknowledged: a second pass accepts nothing new.
     assert app.extensions["celery"].tasks["workers.ingest_external"].apply().get() == 0
+
+
+def broadcast_entries(r: redis.Redis) -> list[tuple[str, dict]]:
+    return [(eid, fields) for eid, fields in r.xrange(channels.broadcast_stream())]
+
+
+@pytest.mark.parametrize("inbox_batch", [20_000, 2])  # one INSERT ... SELECT, or keyset batches of 2 users
+def test_a_broadcast_is_written_once_and_gives_each_recipient_one_inbox_row(app, r, login_as, monkeypatch, inbox_batch):
+    monkeypatch.setattr("qa_notify.events.broadcast.INBOX_BATCH", inbox_batch)
+    admin = login_as("root", "admin")
+    members = [login_as(f"member{i}") for i in range(5)]
+    quiet = login_as("quiet")
+    assert quiet.put("/api/preferences", {"muted": ["broadcast"]}).status_code == 200
+    bid = admin.post("/api/admin/broadcast", {"message": "Once for all"}).get_json()["broadcast_id"]
+    [(_, fields)] = broadcast_entries(r)  # one entry for everyone...
+    assert (fields["t"], fields["r"], fields["a"]) == ("broadcast", "", str(admin.user_id))
+    assert json.loads(fields["d"])["message"] == "Once for all" and "notification_id" not in json.loads(fields["d"])
+    for member in members:  # ...and one inbox row each, nothing in their own streams
+        assert [(t, p["message"]) for t, p in inbox_types(app, member.user_id)] == [("broadcast", "Once for all")]
+        assert stream_entries(r, member.user_id) == []
+    assert inbox_types(app, quiet.user_id) == [] and inbox_types(app, admin.user_id) == []
+    history = {b["id"]: b for b in admin.get("/api/admin/broadcasts").get_json()["broadcasts"]}
+    assert history[bid]["reached"] == 5
+
+
+def test_a_broadcast_delivered_again_publishes_nothing_twice(app, r, login_as):
+    from qa_notify.events import fanout
+    from qa_notify.models import Broadcast
+
+    admin, members = login_as("root", "admin"), [login_as("ann"), login_as("ben")]
+    admin.post("/api/admin/broadcast", {"message": "Only once", "role": "user"})
+    with app.app_context():
+        outbox_id = db.session.scalar(select(Broadcast.outbox_id))
+        for _ in range(2):  # a worker that died after the publish, or a task delivered twice
+            db.session.execute(update(OutboxEvent).where(OutboxEvent.id == outbox_id).values(delivered_at=None))
+            db.session.commit()
+            assert fanout.fan_out(outbox_id) == 0  # no inbox row added
+        assert db.session.get(OutboxEvent, outbox_id).delivered_at is not None
+    assert len(broadcast_entries(r)) == 1
+    for member in members:
+        assert len(inbox_types(app, member.user_id)) == 1

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import httpx
 import pytest
 from httpx_sse import connect_sse
 
@@ -150,7 +151,7 @@ def test_resync_when_last_id_is_older_than_the_kept_history(web, login_as, r):
     r.xtrim(channels.user_stream(ann_id), maxlen=1, approximate=False)
     [event] = read_events(web.client("ann"), 1, headers={"Last-Event-ID": oldest})
     assert event.event == "resync"
-    assert event.id == r.xrange(channels.user_stream(ann_id))[-1][0]
+    assert event.id.split("~")[0] == r.xrange(channels.user_stream(ann_id))[-1][0]  # the position's user half
 
 
 @pytest.mark.parametrize(
@@ -366,3 +367,107 @@ def test_role_change_closes_the_users_streams(web, login_as):
     [event] = stream()
     assert (event.event, json.loads(event.data)) == ("server_closed", {"reason": "role_changed"})
     assert ann.get("/api/me").status_code == 401  # signed in again, the new role applies
+
+
+# -- events for everyone: written once, filtered by each web process ---------------------
+
+
+def broadcast_ids(r) -> list[str]:
+    return [eid for eid, _ in r.xrange(channels.broadcast_stream())]
+
+
+def messages(events) -> list[str]:
+    return [json.loads(e.data)["message"] for e in events if e.event == "broadcast"]
+
+
+def told(events) -> list[tuple[str, str]]:
+    """Each event as (id, broadcast message); any other event fails the test."""
+    assert all(e.event == "broadcast" for e in events), [e.event for e in events]
+    return [(e.id, json.loads(e.data)["message"]) for e in events]
+
+
+def watch_until_closed(client, seconds: float, opened=None, got_read=None):
+    """Collect a stream's events for ``seconds``; set ``got_read`` when a ``read`` event arrives."""
+    events = []
+    with connect_sse(client, "GET", "/notifications", timeout=10) as source:
+        source.response.raise_for_status()
+        opened.set()
+        closer = threading.Timer(seconds, source.response.close)
+        closer.start()
+        try:
+            for sse in source.iter_sse():
+                if sse.event == "message" and not sse.data:
+                    continue
+                events.append(sse)
+                if sse.event == "read":
+                    got_read.set()
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by the timer
+        finally:
+            closer.cancel()
+    return events
+
+
+def test_one_broadcast_reaches_every_eligible_stream_once(web, login_as, r):
+    admin = login_as("root", "admin")
+    users = {name: login_as(name, role) for name, role in [("ann", "user"), ("ben", "user"), ("mod", "moderator")]}
+    quiet, _ = login_as("quiet"), login_as("late")
+    assert quiet.put("/api/preferences", {"muted": ["broadcast"]}).status_code == 200  # before its stream opens
+    readers = [(name, in_background(collect_events, web.client(name), 3)) for name in [*users, "ann", "quiet", "root"]]
+    late, got_read = web.client("late"), threading.Event()
+    late_reader = in_background(watch_until_closed, late, 3, got_read=got_read)
+    wait_open(*(join for _, join in readers), late_reader)
+    # Muted while its stream is open: the stream is told on the user's channel. The `read` event
+    # that follows on the same channel shows the process has the news before the broadcast.
+    assert late.put("/api/preferences", json={"muted": ["broadcast"]}).status_code == 200
+    assert late.post("/api/notifications/read", json={"all": True}).status_code == 200
+    assert got_read.wait(5)
+    assert admin.post("/api/admin/broadcast", {"message": "Hello all"}).status_code == 202
+    assert admin.post("/api/admin/broadcast", {"message": "Mods only", "role": "moderator"}).status_code == 202
+    everyone, mods = broadcast_ids(r)  # written once each, for every stream of every process
+    got: dict[str, list] = {}
+    for name, join in readers:
+        got.setdefault(name, []).append(told(join()))
+    assert got["ann"] == [[(f"~{everyone}", "Hello all")]] * 2  # both of her tabs, once each
+    assert got["ben"] == [[(f"~{everyone}", "Hello all")]]
+    assert got["mod"] == [[(f"~{everyone}", "Hello all"), (f"~{mods}", "Mods only")]]
+    assert got["quiet"] == got["root"] == [[]]  # muted; its author
+    assert [e.event for e in late_reader()] == ["read"]
+    for name in [*users, "quiet", "root"]:
+        uid = web.client(name).get("/api/me").json()["id"]
+        assert r.xlen(channels.user_stream(uid)) == 0  # nothing written per user
+
+
+def test_a_reconnect_replays_a_missed_broadcast_once_and_a_plain_id_still_works(web, login_as, r):
+    admin, asker = login_as("root", "admin"), login_as("ann")
+    client = web.client("ann")
+    join = in_background(read_events, client, 2)
+    wait_open(join)
+    qid = ask_and_answer(login_as, asker, 1)
+    assert admin.post("/api/admin/broadcast", {"message": "seen live"}).status_code == 202
+    answer, live = join()
+    mine = answer.id.split("~")[0]
+    assert mine == r.xrange(channels.user_stream(asker.user_id))[-1][0]
+    assert (live.event, live.id) == ("broadcast", f"{mine}~{broadcast_ids(r)[-1]}")
+    admin.post("/api/admin/broadcast", {"message": "missed"})
+    [missed] = read_events(client, 1, headers={"Last-Event-ID": live.id})
+    assert messages([missed]) == ["missed"] and missed.id == f"{mine}~{broadcast_ids(r)[-1]}"
+    assert collect_events(client, 1.0, headers={"Last-Event-ID": missed.id}) == []  # once, never again
+    # The old plain form (a user stream id alone): her own events replay, broadcasts start now.
+    assert login_as("carl").post(f"/api/questions/{qid}/answers", {"body": "later"}).status_code == 201
+    [later] = read_events(client, 1, headers={"Last-Event-ID": mine})
+    assert later.event == "new_answers" and json.loads(later.data)["excerpt"] == "later"
+
+
+def test_long_poll_carries_positions_and_replays_broadcasts(web, login_as, r):
+    admin = login_as("root", "admin")
+    login_as("ann")
+    client = web.client("ann")
+    first = client.get("/api/notifications/poll", params={"timeout": 0}).json()
+    assert first["events"] == [] and "~" in first["last_id"]
+    admin.post("/api/admin/broadcast", {"message": "by poll"})
+    got = client.get("/api/notifications/poll", params={"after": first["last_id"], "timeout": 5}).json()
+    assert [(e["type"], e["data"]["message"]) for e in got["events"]] == [("broadcast", "by poll")]
+    assert got["last_id"] == got["events"][-1]["id"] and got["last_id"].endswith("~" + broadcast_ids(r)[-1])
+    again = client.get("/api/notifications/poll", params={"after": got["last_id"], "timeout": 0}).json()
+    assert again["events"] == [] and again["last_id"] == got["last_id"]

@@ -2,9 +2,11 @@
 
 Each user has a capped Redis stream (replay after a reconnect) and a pub/sub channel (live
 push). A Lua script appends to the stream and publishes in one atomic step, so the order
-on the channel is the order in the stream and a stream entry's id is the SSE event id:
-it only grows, per user. Key and channel names come from ``channels``; reading a stream
-back is the live side's (``qa_notify.live.replay``).
+on the channel is the order in the stream and a stream entry's id is part of the SSE event
+id: it only grows, per user. An event for everyone is written once, to the broadcast
+stream and channel, with who it is for (a role, its author) for the live side to filter.
+Key and channel names come from ``channels``; reading a stream back is the live side's
+(``qa_notify.live.replay``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,21 @@ _PUSH_LUA = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[1], 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('SPUBLISH', ARGV[5], id .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return id
+"""
+
+# An event for everyone, once. KEYS: broadcast stream, marker. ARGV: type, payload JSON,
+# role ('' for all), author id ('' for none), outbox id, maxlen, ttl, marker ttl, channel.
+# The marker holds the entry's id: a retried fan-out publishes nothing twice and gets the id.
+# The channel message is "id\ntype\nrole\nauthor\ndata" (live.broker.dispatch_broadcast).
+_BROADCAST_LUA = """
+local done = redis.call('GET', KEYS[2])
+if done then return done end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
+  't', ARGV[1], 'd', ARGV[2], 'r', ARGV[3], 'a', ARGV[4], 'o', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('SET', KEYS[2], id, 'EX', ARGV[8])
+redis.call('SPUBLISH', ARGV[9], id .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4] .. '\\n' .. ARGV[2])
 return id
 """
 
@@ -220,6 +237,33 @@ def _eval_one(r: redis.Redis, script: str, sha: str, keys: list, args: list):
         return r.evalsha(sha, len(keys), *keys, *args)
 
 
+def publish_broadcast(
+    r: redis.Redis, outbox_id: int, event_type: str, payload: dict, role: str | None, author_id: int | None
+) -> str:
+    """Write an event for everyone (or one ``role``) once: one stream entry, one publish; return its id.
+
+    Every web process hears it on the one broadcast channel and hands it to its streams
+    whose user it is for (not ``author_id``, not who muted the type). Safe to call again for
+    the same ``outbox_id``: the first call's entry id comes back and nothing is published twice.
+    """
+    cfg = current_app.config
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    keys = [channels.broadcast_stream(), channels.broadcast_marker(outbox_id)]
+    args = [
+        event_type,
+        data,
+        role or "",
+        "" if author_id is None else int(author_id),
+        int(outbox_id),
+        cfg["USER_STREAM_MAXLEN"],
+        cfg["USER_STREAM_TTL_SECONDS"],
+        MARKER_TTL_SECONDS,
+        channels.broadcast_channel(),
+    ]
+    [entry_id] = eval_many(r, _BROADCAST_LUA, [(keys, args)], cfg["REDIS_WAIT_REPLICAS"], cfg["REDIS_WAIT_TIMEOUT_MS"])
+    return entry_id
+
+
 def push_live(r: redis.Redis, user_id: int, event: Event) -> str:
     """Push a live-only event (such as ``read``) to one user; return its stream id."""
     cfg = current_app.config
@@ -246,3 +290,12 @@ def close_user_streams(r: redis.Redis, user_id: int, reason: str, session_id: st
         r.spublish(channels.user_channel(user_id), message)
     except redis.RedisError:
         log.warning("could not ask web processes to close streams of user %s", user_id, exc_info=True)
+
+
+def update_user_streams(r: redis.Redis, user_id: int, muted: list[str]) -> None:
+    """Tell every web process the event types ``user_id`` muted now, so their open streams
+    leave out broadcasts of those types (a control message on the user's own channel)."""
+    try:
+        r.spublish(channels.user_channel(user_id), "\nmuted\n" + json.dumps(sorted(muted)))
+    except redis.RedisError:
+        log.warning("could not tell web processes of user %s's muted types", user_id, exc_info=True)

@@ -11,6 +11,11 @@ Users are spread over ``PARTITIONS`` partitions whose tags were chosen to land o
 spaced slots (plain ``{0}``..``{127}`` hash unevenly; Centrifugo ships a table for the
 same reason), so a cluster's masters share the users evenly and a fan-out batch needs
 one Lua call per partition, not one per user.
+
+An event for everyone (an admin's broadcast) is written once, not once per user: to the
+broadcast stream and channel, which share one hash tag of their own (``BROADCAST_TAG``),
+so the one Lua call that writes and publishes it runs on one node, and every web process
+subscribes to that one channel.
 """
 
 from __future__ import annotations
@@ -87,6 +92,25 @@ def user_last_seen(user_id: int) -> str:
 def delivered_marker(user_id: int, notification_id: int) -> str:
     """Return the key recording that inbox row ``notification_id`` (of ``user_id``) was pushed once."""
     return f"{_user_prefix(user_id)}:sent:{int(notification_id)}"
+
+
+# The hash tag of the broadcast stream, channel and markers: one slot, away from the users'.
+BROADCAST_TAG = "bcast"
+
+
+def broadcast_stream() -> str:
+    """Return the capped Redis stream holding recent events for everyone (replay)."""
+    return f"{PREFIX}:{{{BROADCAST_TAG}}}:events"
+
+
+def broadcast_channel() -> str:
+    """Return the (sharded) pub/sub channel every web process subscribes to for events for everyone."""
+    return f"{PREFIX}:{{{BROADCAST_TAG}}}:live"
+
+
+def broadcast_marker(outbox_id: int) -> str:
+    """Return the key recording that outbox row ``outbox_id`` was published to everyone once (its entry id)."""
+    return f"{PREFIX}:{{{BROADCAST_TAG}}}:sent:{int(outbox_id)}"
 
 
 def outbox_started(outbox_id: int) -> str:

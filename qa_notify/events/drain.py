@@ -16,7 +16,8 @@ delivered in one UPDATE.
 A claim (``claimed_until``, ``claimed_by``) keeps two drains off the same row; the same
 task, redelivered after its worker died, takes its own rows again and redoes them (unique
 inbox rows and push markers make that safe). An event for more than one batch of
-recipients goes to a task of its own, which splits it into parallel batches (``fanout``).
+recipients goes to a task of its own, which splits it into parallel batches (``fanout``);
+an event for everyone too, which publishes it once (``broadcast``).
 If a batch of rows fails, its rows are tried one at a time, so a poison event is counted
 on itself and never holds up the others.
 """

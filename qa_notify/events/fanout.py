@@ -1,7 +1,7 @@
 """Turn outbox rows into inbox rows and live pushes for every recipient, exactly once.
 
 Called by the Celery tasks in ``workers`` for one row, and by ``drain`` for many small rows
-at once. Each batch first inserts inbox rows (a unique (user, outbox) constraint makes a
+at once; an event for everyone goes to ``broadcast`` (published once, not per user). Each batch first inserts inbox rows (a unique (user, outbox) constraint makes a
 retried batch insert nothing new), commits, then pushes the batch to Redis, where a
 per-notification marker skips what an earlier try pushed.
 """
@@ -16,23 +16,16 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..extensions import db
 from ..metrics import instruments
-from ..models import Notification, OutboxEvent, utcnow
+from ..models import Notification, OutboxEvent, inbox_insert, utcnow
 from . import bus, channels
+from .audiences import Everyone, parse_audience
+from .broadcast import deliver_to_everyone
 from .recipients import recipient_batches
 
 log = logging.getLogger(__name__)
-
-
-def _insert_ignoring_duplicates():
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    # Core insert on the table: one executemany, no ORM bookkeeping per row.
-    return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
 def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
@@ -46,7 +39,7 @@ def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
     rows = [{"user_id": uid, "outbox_id": event.id, "created_at": now} for event, uids in deliveries for uid in uids]
     if not rows:
         return 0
-    db.session.execute(_insert_ignoring_duplicates(), rows)
+    db.session.execute(inbox_insert(), rows)
     stored = db.session.execute(
         select(Notification.outbox_id, Notification.user_id, Notification.id)
         .where(
@@ -71,11 +64,13 @@ def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
 def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | None = None) -> int:
     """Deliver outbox row ``outbox_id`` to all its recipients; return the number reached.
 
-    With ``enqueue_batch``, an audience of more than one batch is split into batch tasks
-    that workers run in parallel (``deliver_split_batch`` marks the row delivered after the last);
-    otherwise the batches run here, one after another. Safe to run twice or concurrently:
-    a Redis lock keeps one dispatcher on a row, a progress key marks a split fan-out in
-    flight, and every step is idempotent.
+    An event for everyone is published once and its inbox rows stored in bulk
+    (``broadcast.deliver_to_everyone``). Otherwise, with ``enqueue_batch``, an audience of
+    more than one batch is split into batch tasks that workers run in parallel
+    (``deliver_split_batch`` marks the row delivered after the last); without it the
+    batches run here, one after another. Safe to run twice or concurrently: a Redis lock
+    keeps one dispatcher on a row, a progress key marks a split fan-out in flight, and every
+    step is idempotent.
     """
     started = time.time()
     event = db.session.get(OutboxEvent, outbox_id)
@@ -85,8 +80,12 @@ def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | No
     if r.exists(channels.outbox_progress(outbox_id)):
         log.info("outbox %s is being fanned out in batches already", outbox_id)
         return 0
+    audience = parse_audience(event.audience)
+    if isinstance(audience, Everyone):
+        event.attempts += 1
+        return deliver_to_everyone(event, audience, started)
     batches = list(
-        recipient_batches(event.audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
+        recipient_batches(audience, event.event_type, event.actor_id, current_app.config["FANOUT_BATCH_SIZE"])
     )
     event.attempts += 1
     if len(batches) <= 1:

@@ -3,7 +3,8 @@
 Recipients are computed in the database, ordered by user id and read in keyset batches, so
 an event for 100,000 followers never loads them all at once; the recipients of many small
 events are read together, one query per kind of audience. Who is left out (the actor, who
-was told another way, who muted the type) is one rule, ``_exclude``, for both.
+was told another way, who muted the type) is one rule, ``_exclude``, for both; an event for
+everyone says the same rule in SQL (``everyone_select``), for one bulk insert.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, func, select, union
+from sqlalchemy import ColumnElement, CompoundSelect, Select, exists, func, select, union
 
 from ..extensions import db
 from ..models import (
@@ -150,6 +151,22 @@ def recipient_batches(
         after = batch[-1]
 
 
+def everyone_select(audience: Everyone, event_type: str, exclude_user_id: int | None) -> Select:
+    """Return a SELECT of one column, the ids of the users an event for ``audience`` is for:
+    every user (or every user of its role) but the actor and who muted ``event_type``.
+
+    ``_exclude``'s rule in SQL (an audience for everyone leaves nobody out another way), so
+    the inbox rows of a broadcast are one ``INSERT ... SELECT``, never read into Python.
+    """
+    muted = exists().where(MutedType.user_id == User.id, MutedType.event_type == event_type)
+    query = select(User.id).where(~muted)
+    if audience.role:
+        query = query.where(User.role == audience.role)
+    if exclude_user_id is not None:
+        query = query.where(User.id != exclude_user_id)
+    return query
+
+
 @dataclass
 class Resolved:
     """The recipients of many events: each small one's, the ones to fan out on their own
@@ -163,8 +180,9 @@ class Resolved:
 def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
     """Resolve many events' recipients at once: one query per audience kind, one for mutes.
 
-    An event with more than ``at_most`` candidates (or for everyone) is left ``apart``, for
-    ``recipient_batches``; the rule (``_exclude``) is the same either way. An event whose
+    An event with more than ``at_most`` candidates is left ``apart``, for
+    ``recipient_batches``, and so is an event for everyone, for ``everyone_select``; the
+    rule (``_exclude``) is the same either way. An event whose
     audience cannot be parsed is left ``unresolved``, with the reason.
     """
     resolved = Resolved({}, [], {})

@@ -6,6 +6,11 @@ hands each event to that user's subscriptions through small bounded buffers, and
 a subscription whose buffer overflows (a client that stopped reading) so it can never
 hold others back. Stream leases (``leases.py``) are claimed on attach and given back on
 detach.
+
+An event for everyone arrives once per process, on the broadcast channel: the registry
+hands it to each subscription whose user it is for (``Subscription.wants``: their role,
+not its author, not muted), and keeps the newest broadcast id it has seen, where a new
+stream starts (``BroadcastFeed``), so opening a stream reads nothing more from Redis.
 """
 
 from __future__ import annotations
@@ -18,22 +23,41 @@ import redis
 
 from ..metrics import instruments
 from .broker import Broker
+from .feed import BroadcastFeed
 from .leases import LeaseKeeper, Quota
-from .replay import StreamEvent
+from .replay import SharedEvent, StreamEvent
 
 log = logging.getLogger(__name__)
 
 # Put in a subscription's buffer once its channel is subscribed again after a break: messages
 # may have been missed, so the stream must re-read the user's Redis stream from its last id.
 GAP = object()
+# The same for the broadcast channel: the stream re-reads the broadcast stream from its own last id.
+BROADCAST_GAP = object()
+NOTHING_MUTED: frozenset[str] = frozenset()
 
 
 class Subscription:
     """One open stream's mailbox: the registry pushes, the stream waits and drains."""
 
-    __slots__ = ("user_id", "session_id", "_items", "_ready", "limit", "closed", "close_reason", "owner", "token")
+    __slots__ = (
+        "user_id",
+        "session_id",
+        "_items",
+        "_ready",
+        "limit",
+        "closed",
+        "close_reason",
+        "owner",
+        "token",
+        "role",
+        "muted",
+        "broadcast_from",
+    )
 
-    def __init__(self, user_id: int, session_id: str | None, limit: int) -> None:
+    def __init__(
+        self, user_id: int, session_id: str | None, limit: int, role: str | None = None, muted=NOTHING_MUTED
+    ) -> None:
         self.token = secrets.token_hex(8)
         self.user_id = user_id
         self.session_id = session_id
@@ -43,6 +67,21 @@ class Subscription:
         self.closed = False
         self.close_reason: str | None = None
         self.owner = None  # the greenlet serving this stream, when running under gevent
+        self.role = role  # the user's role and muted types, for events for everyone
+        self.muted: frozenset[str] = muted or NOTHING_MUTED
+        self.broadcast_from = ""  # the newest broadcast id when it was attached: where it starts
+
+    def wants(self, event: SharedEvent) -> bool:
+        """True when an event for everyone is for this stream's user: their role, not theirs, not muted.
+
+        The write side's rule for the inbox rows (``events.recipients.everyone_select``), on
+        what the stream knows of its user.
+        """
+        return (
+            (event.role is None or event.role == self.role)
+            and event.author_id != self.user_id
+            and event.type not in self.muted
+        )
 
     def push(self, item) -> bool:
         """Queue ``item``; return False (and close) when the buffer is full."""
@@ -88,6 +127,7 @@ class Registry:
         self._lock = threading.Lock()
         self.cut_off_count = 0
         self._gauges = instruments.stream_gauges()
+        self.feed = BroadcastFeed(broker)
         broker.bind(self)
 
     def total(self) -> int:
@@ -103,18 +143,28 @@ class Registry:
         with self._lock:
             return [(sub.user_id, sub.token) for subs in self._subs.values() for sub in subs]
 
-    def attach(self, user_id: int, session_id: str | None, timeout: float = 30.0) -> Subscription:
-        """Open a subscription for ``user_id``; return once the broker confirmed the channel.
+    def attach(
+        self,
+        user_id: int,
+        session_id: str | None,
+        timeout: float = 30.0,
+        role: str | None = None,
+        muted: frozenset[str] = NOTHING_MUTED,
+    ) -> Subscription:
+        """Open a subscription for ``user_id`` (of ``role``, muting ``muted``); return once the
+        broker confirmed the channel.
 
         Waiting for the confirmation is what makes "subscribe, then read the backlog" free
         of gaps. Raise ``TooManyStreams`` past the user's quota, ``redis.RedisError`` if
         Redis cannot be reached in time.
         """
-        sub = Subscription(user_id, session_id, self.buffer_size)
+        self.feed.follow(timeout)
+        sub = Subscription(user_id, session_id, self.buffer_size, role, muted)
         if self.leases is not None and not self.leases.claim(user_id, sub.token):
             raise TooManyStreams(user_id)
         try:
             with self._lock:
+                sub.broadcast_from = self.feed.newest  # broadcasts after it reach this stream live
                 first = user_id not in self._subs
                 self._subs.setdefault(user_id, set()).add(sub)
                 self._gauges.opened(first)
@@ -178,6 +228,32 @@ class Registry:
             subs = list(self._subs.get(user_id, ()))
         for sub in subs:
             sub.push(GAP)
+
+    def mute(self, user_id: int, muted: frozenset[str]) -> None:
+        """``user_id`` changed their muted types: their streams here leave out broadcasts of those."""
+        for sub in list(self._subs.get(user_id, ())):
+            sub.muted = muted or NOTHING_MUTED
+
+    def deliver_broadcast(self, event: SharedEvent) -> None:
+        """Hand an event for everyone to each stream whose user it is for; cut off those that stopped reading.
+
+        One pass over this process's streams (thousands): a few comparisons and a list
+        append each; every stream formats its own frame (its id is its own position).
+        """
+        with self._lock:
+            self.feed.saw(event)  # a stream attached from now on starts after it
+            subs = [sub for subs in self._subs.values() for sub in subs]
+        for sub in subs:
+            if sub.wants(event) and not sub.push(event):
+                self._cut_off(sub)
+
+    def resume_broadcasts(self) -> None:
+        """The broadcast channel is back after a cut: every stream re-reads the broadcast stream."""
+        self.feed.lost_track()
+        with self._lock:
+            subs = [sub for subs in self._subs.values() for sub in subs]
+        for sub in subs:
+            sub.push(BROADCAST_GAP)
 
     def _cut_off(self, sub: Subscription) -> None:
         """Drop a subscription whose client stopped reading; unblock its stuck writer."""

@@ -2,8 +2,9 @@
 
 On connect: attach to the user's channel and read what they missed since
 ``Last-Event-ID`` (``attach.attach_and_replay``), then go live, dropping any live event
-the backlog already covered. Nothing here queries the follow graph: it only relays what
-the workers pushed.
+the backlog already covered. Each frame's id is the stream's position in both Redis
+streams it follows, ``<user stream id>~<broadcast stream id>`` (``replay.Position``).
+Nothing here queries the follow graph: it only relays what the workers pushed.
 """
 
 from __future__ import annotations
@@ -24,21 +25,22 @@ from ..logs import request_id as current_request_id
 from ..metrics.instruments import STREAM_SENT
 from ..webserver import SOCKET_KEY
 from . import bp, sse
-from .attach import attach_and_replay
-from .broker import Broker
-from .registry import GAP, Registry, Subscription
-from .replay import Backlog, StreamEvent, parse_event_id
+from .attach import attach_and_replay, listener
+from .registry import BROADCAST_GAP, GAP, Registry, Subscription
+from .replay import Position, Replay, SharedEvent, StreamEvent, parse_position
 
 log = logging.getLogger(__name__)
 
 
 def requested_last_id() -> str | None:
-    """Return the client's last event id (header, or ``?last_event_id=``) if well-formed."""
+    """Return the client's last event id (header, or ``?last_event_id=``) if well-formed.
+
+    A position (``<user id>~<broadcast id>``) or the old plain form (a user stream id)."""
     raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     if not raw:
         return None
     try:
-        parse_event_id(raw.strip())
+        parse_position(raw.strip())
     except ValueError:
         return None  # garbage is treated as a first connection, never echoed
     return raw.strip()
@@ -50,11 +52,12 @@ def notifications_stream():
     """Stream the logged-in user's notifications; only theirs, whatever the query says."""
     user_id = current_user.id
     session_id = session.get("sid")
+    who = listener()
     # Give the database connection back now: the stream may stay open for hours, and
     # thousands of them must not hold a connection pool that has a few.
     db.session.close()
     # A first connection starts "now": every live event after the subscription counts.
-    registry, sub, backlog = attach_and_replay(user_id, session_id, requested_last_id())
+    registry, sub, backlog = attach_and_replay(user_id, session_id, requested_last_id(), **who)
     cfg = current_app.config
     retry_ms = cfg["SSE_RETRY_MS"] + random.randint(0, cfg["SSE_RETRY_JITTER_MS"])
     sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
@@ -70,8 +73,8 @@ def notifications_stream():
     return response
 
 
-def _frame(event: StreamEvent) -> bytes:
-    return sse.format_event(event.data, event=event.type, id=event.id)
+def _frame(event: StreamEvent, position: str) -> bytes:
+    return sse.format_event(event.data, event=event.type, id=position)
 
 
 # The types a page names in addEventListener; with ``?catch_all=1`` every other type (another
@@ -80,21 +83,21 @@ def _frame(event: StreamEvent) -> bytes:
 NAMED_TYPES = frozenset(BUILTIN_TYPES + STREAM_TYPES)
 
 
-def _catch_all_frame(event: StreamEvent) -> bytes:
+def _catch_all_frame(event: StreamEvent, position: str) -> bytes:
     if event.type in NAMED_TYPES:
-        return _frame(event)
+        return _frame(event, position)
     envelope = '{"type":' + json.dumps(event.type) + ',"data":' + event.data + "}"
-    return sse.format_event(envelope, id=event.id)
+    return sse.format_event(envelope, id=position)
 
 
-def _resync_frame(last_id: str | None) -> bytes:
-    return sse.format_event(json.dumps({"reason": "history_gap"}), event=RESYNC, id=last_id)
+def _resync_frame(position: Position) -> bytes:
+    return sse.format_event(json.dumps({"reason": "history_gap"}), event=RESYNC, id=str(position))
 
 
 def _event_stream(
     registry: Registry,
     sub: Subscription,
-    backlog: Backlog,
+    backlog: Replay,
     retry_ms: int,
     heartbeat: float,
     sock=None,
@@ -112,11 +115,10 @@ def _event_stream(
     hangup = watch_for_hangup(sock, sub)
     try:
         yield sse.format_retry(retry_ms)
+        position = backlog.position
         if backlog.gap:
-            yield _resync_frame(backlog.last_id)
-        yield from map(frame, backlog.events)
-        last_id = backlog.last_id
-        last = parse_event_id(last_id) if last_id else (0, 0)
+            yield _resync_frame(position)
+        yield from _frames_for(backlog.events, registry, sub, position, frame, replayed=True)
         # This frame lives as long as the stream: let it hold nothing already sent (the
         # replayed backlog, the last frames) while it idles.
         del backlog
@@ -129,7 +131,7 @@ def _event_stream(
             if not items:
                 yield sse.format_comment("heartbeat")
                 continue
-            frames, last, last_id = _frames_for(items, registry.broker, sub.user_id, last, last_id, frame)
+            frames = _frames_for(items, registry, sub, position, frame)
             yield from frames
     except redis.RedisError:
         log.info(
@@ -144,33 +146,44 @@ def _event_stream(
 
 
 def _frames_for(
-    items: list, broker: Broker, user_id: int, last: tuple[int, int], last_id: str | None, frame
-) -> tuple[list[bytes], tuple[int, int], str | None]:
-    """Return the frames for what arrived, and the new last (key, id) sent.
+    items: list, registry: Registry, sub: Subscription, position: Position, frame, replayed: bool = False
+) -> list[bytes]:
+    """Return the frames for what arrived (or was ``replayed``), moving ``position`` past each.
 
-    A ``GAP`` (the channel was cut off and is back) re-reads the user's history from the
-    last id sent; events at or before that id are dropped (already sent from the backlog).
+    A ``GAP`` (the user's channel was cut off and is back) re-reads the user's stream from
+    the position; a ``BROADCAST_GAP`` the broadcast stream, filtered for the user. Events at
+    or before the position are dropped (already sent, from the backlog or live).
     """
-    frames = []
+    frames: list[bytes] = []
     for item in items:
-        if item is GAP:
-            caught_up = broker.replay(user_id, last_id)
-            if caught_up.gap:
-                frames.append(_resync_frame(caught_up.last_id))
-                if caught_up.last_id:
-                    last, last_id = parse_event_id(caught_up.last_id), caught_up.last_id
-            batch = caught_up.events
-        else:
-            batch = [item]
+        caught_up = item is GAP or item is BROADCAST_GAP
+        live = not (caught_up or replayed)
+        batch = _catch_up(item, registry, sub, position, frames) if caught_up else [item]
         for event in batch:
-            key = event.sort_key
-            if key <= last:
-                continue  # already sent from the backlog
-            frames.append(frame(event))
-            last, last_id = key, event.id
-            if item is not GAP:  # live, not a catch-up: time from its write to Redis until sent
+            key = position.take(event)
+            if key is None:
+                continue  # already sent
+            frames.append(frame(event, str(position)))
+            if live:  # not a catch-up: time from its write to Redis until sent
                 STREAM_SENT.observe_since_ms(key[0])
-    return frames, last, last_id
+    return frames
+
+
+def _catch_up(gap, registry: Registry, sub: Subscription, position: Position, frames: list) -> list[StreamEvent]:
+    """Re-read the stream whose channel was cut, from ``position``; after a gap in it, append a resync."""
+    if gap is GAP:
+        caught_up = registry.broker.replay(sub.user_id, position.user)
+        if caught_up.gap and caught_up.last_id:
+            position.move_user(caught_up.last_id)
+        events = caught_up.events
+    else:
+        caught_up = registry.broker.replay_broadcasts(position.broadcast)
+        if caught_up.gap and caught_up.last_id:
+            position.move_broadcast(caught_up.last_id)
+        events = [e for e in caught_up.events if isinstance(e, SharedEvent) and sub.wants(e)]
+    if caught_up.gap:
+        frames.append(_resync_frame(position))
+    return events
 
 
 # Closes after which no event is sent: nobody reads (overflow, hang-up) or the process is going

@@ -3,7 +3,7 @@
 flask-sse opens a pub/sub connection per client and falls over at Redis' ``maxclients``.
 Here one connection per Redis master (a ``shard.Shard``) subscribes (sharded pub/sub,
 ``SSUBSCRIBE``) to the channel of each user with a stream open in this process, whatever
-the number of streams.
+the number of streams, and to the one broadcast channel (events for everyone, written once).
 
 When a connection breaks, or a cluster moves a slot (failover, resharding), the affected
 channels are *cut*: subscribed again on whichever master now owns them, and once a channel
@@ -22,14 +22,14 @@ import redis
 from ..events import channels
 from ..events.connections import owner_of, refresh_topology
 from ..metrics import instruments
-from .broker import BrokerHandler, dispatch
-from .replay import Backlog, replay_since
+from .broker import BrokerHandler, dispatch, dispatch_broadcast
+from .replay import RedisHistory
 from .shard import Address, Shard
 
 log = logging.getLogger(__name__)
 
 
-class RedisBroker:
+class RedisBroker(RedisHistory):
     """Users' live channels on one Redis server, and their history in its streams."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -45,6 +45,7 @@ class RedisBroker:
         self._shards: dict[Address, Shard] = {}
         self._shard_of: dict[str, Address] = {}
         self._gauges = instruments.stream_gauges()
+        self.broadcasts = channels.broadcast_channel()
 
     # -- the Broker interface ---------------------------------------------------------------
 
@@ -54,14 +55,26 @@ class RedisBroker:
 
     def subscribe(self, user_id: int) -> None:
         """Start carrying ``user_id``'s channel on the connection to the server that owns it."""
-        channel = channels.user_channel(user_id)
+        self._subscribe(channels.user_channel(user_id))
+
+    def wait_confirmed(self, user_id: int, timeout: float) -> bool:
+        """Block until ``user_id``'s channel is confirmed; False after ``timeout`` seconds."""
+        return self._wait_confirmed(channels.user_channel(user_id), timeout)
+
+    def subscribe_broadcasts(self) -> None:
+        """Start carrying the broadcast channel, for as long as the process runs."""
+        self._subscribe(self.broadcasts)
+
+    def wait_broadcasts_confirmed(self, timeout: float) -> bool:
+        """Block until the broadcast channel is confirmed; False after ``timeout`` seconds."""
+        return self._wait_confirmed(self.broadcasts, timeout)
+
+    def _subscribe(self, channel: str) -> None:
         with self.lock:
             self._waiters.setdefault(channel, threading.Event())
             self._place(channel, owner_of(self.client, channel))
 
-    def wait_confirmed(self, user_id: int, timeout: float) -> bool:
-        """Block until ``user_id``'s channel is confirmed; False after ``timeout`` seconds."""
-        channel = channels.user_channel(user_id)
+    def _wait_confirmed(self, channel: str, timeout: float) -> bool:
         with self.lock:
             if channel in self._confirmed:
                 return True
@@ -79,10 +92,6 @@ class RedisBroker:
             shard = self._shards.get(address) if address is not None else None
             if shard is not None:
                 shard.drop(channel)
-
-    def replay(self, user_id: int, last_id: str | None) -> Backlog:
-        """Return what ``user_id`` missed since ``last_id``, from their Redis stream."""
-        return replay_since(self.client, user_id, last_id)
 
     def is_connected(self) -> bool:
         """True when every subscriber connection this process needs is up."""
@@ -110,6 +119,8 @@ class RedisBroker:
             user_id = channels.user_id_from_channel(channel)
             if user_id is not None and self.handler is not None:
                 dispatch(self.handler, user_id, response[2])
+            elif channel == self.broadcasts and self.handler is not None:
+                dispatch_broadcast(self.handler, response[2])
         elif kind == "ssubscribe":
             self._confirm(shard, channel)
         elif kind == "sunsubscribe" and not shard.answers_own_unsubscribe(channel):
@@ -162,6 +173,8 @@ class RedisBroker:
         user_id = channels.user_id_from_channel(channel)
         if owed and user_id is not None and self.handler is not None:
             self.handler.resume(user_id)
+        elif owed and channel == self.broadcasts and self.handler is not None:
+            self.handler.resume_broadcasts()
         if waiter is not None:
             waiter.set()
 

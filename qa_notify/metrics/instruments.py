@@ -35,7 +35,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 OUTBOX_TO_REDIS = Histogram(
     "qa_notify_outbox_to_redis_seconds",
     "From an outbox row's creation (the answer, question or broadcast committed) to its push to"
-    " the users' Redis streams returning; one observation per batch of recipients.",
+    " the users' Redis streams returning; one observation per batch of recipients (per broadcast:"
+    " its one publish).",
     buckets=LATENCY_BUCKETS,
     registry=PROCESS,
 )
@@ -66,7 +67,8 @@ EMAIL_SEND = Histogram(
 )
 EVENTS_PUSHED = Counter(
     "qa_notify_events_pushed",
-    "Notifications pushed to users' Redis streams by the fan-out (one per recipient).",
+    "Notifications pushed to Redis by the fan-out: one per recipient's stream, one per event for"
+    " everyone (a broadcast, written once for all).",
     registry=PROCESS,
 )
 SLOW_CONSUMERS = Counter(

@@ -195,11 +195,19 @@ def muted_types(user_id: int) -> list[str]:
 
 
 def set_muted_types(user_id: int, types: list[str]) -> list[str]:
-    """Replace the user's muted types; raise ValueError for a type that cannot be muted."""
+    """Replace the user's muted types; raise ValueError for a type that cannot be muted.
+
+    The user's open streams are told at once: they leave out broadcasts of those types from
+    now on (a broadcast is written once for everyone and filtered by each stream).
+    """
     unknown = sorted(set(types) - set(MUTEABLE_TYPES))
     if unknown:
         raise ValueError(f"cannot mute {', '.join(unknown)}; choose from {', '.join(MUTEABLE_TYPES)}")
     db.session.execute(delete(MutedType).where(MutedType.user_id == user_id))
     db.session.add_all(MutedType(user_id=user_id, event_type=t) for t in sorted(set(types)))
     db.session.commit()
-    return muted_types(user_id)
+    muted = muted_types(user_id)
+    r = bus.redis_client_or_none()
+    if r is not None:
+        bus.update_user_streams(r, user_id, muted)
+    return muted

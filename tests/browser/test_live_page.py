@@ -112,3 +112,24 @@ def test_admin_broadcast_reaches_a_members_page(browser, stack, member):
     toast = page.wait_for_selector('.toast[data-type="broadcast"]', timeout=3_000)
     assert "Maintenance at noon" in toast.inner_text()
     context.close()
+
+
+def test_a_broadcast_missed_while_the_page_was_closed_shows_once_when_it_opens(browser, stack, member):
+    admin, ann = member("root", "admin"), member("ann")
+    context = ann.browser_context(browser)
+    page = open_tab(context)
+    wait_for_streams(stack, 1)
+    assert admin.api.post("/api/admin/broadcast", json={"message": "First"}).status_code == 202
+    page.wait_for_selector('.toast[data-type="broadcast"]', timeout=5_000)
+    page.close()  # its position (the broadcast's id) stays in the browser's storage
+    wait_for_streams(stack, 0)
+    assert admin.api.post("/api/admin/broadcast", json={"message": "Second, while away"}).status_code == 202
+    unread = lambda: ann.api.get("/api/notifications/unread_count").json()["unread_count"]  # noqa: E731
+    wait_until(lambda: unread() == 2, what="the second broadcast in the inbox")
+    page = open_tab(context)  # reconnects from that position: the missed one replays, the first does not
+    page.wait_for_selector('.toast[data-type="broadcast"]', timeout=5_000)
+    time.sleep(1)
+    toasts = [toast.inner_text() for toast in page.locator(".toast").all()]
+    assert len(toasts) == 1 and "Second, while away" in toasts[0], toasts
+    wait_for_badge(page, 2)
+    context.close()

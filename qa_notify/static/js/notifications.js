@@ -8,6 +8,11 @@
  * tab drops ids it has already handled, so nothing is shown twice. Without those APIs
  * each tab simply holds its own EventSource.
  *
+ * Every event id is the stream's position in the user's own stream and in the broadcast
+ * stream (an announcement is written once for everyone): "<user id>~<broadcast id>". The
+ * page keeps it as an opaque string (last id, de-duplication) and only reads a time from it.
+ * A broadcast carries no notification_id (it has no group): the badge counts it at once.
+ *
  * The stream is opened with ?catch_all=1: the site's types come as named events (the page
  * listens for each by name), any other service's type as an unnamed message
  * {"type", "data"}, so the page shows types it has never heard of.
@@ -71,9 +76,16 @@
     if (map.size > MAX_KNOWN) map.delete(map.keys().next().value);
   }
 
+  // When an event was written: an id is a position "<user stream id>~<broadcast stream id>"
+  // (either half may be missing; an old id is a user stream id alone), each half "<ms>-<seq>".
+  // The newer half is the event the frame carries.
   function eventTime(id) {
-    var ms = parseInt(String(id || "").split("-")[0], 10);
-    return isNaN(ms) ? Date.now() : ms;
+    var newest = NaN;
+    String(id || "").split("~").forEach(function (half) {
+      var ms = parseInt(half.split("-")[0], 10);
+      if (!isNaN(ms) && !(ms <= newest)) newest = ms;
+    });
+    return isNaN(newest) ? Date.now() : newest;
   }
 
   function sitePath(url) {
