@@ -324,7 +324,10 @@ def _samples(url: str, name: str, timeout: float = 10) -> dict[str, float]:
 SOURCES = tuple(f"127.0.0.{i}" for i in range(2, 12))
 # ... and every process stays under this machine's 20,000 open files: a web process holds one
 # descriptor per stream, an nginx worker two (8,000 streams each, see local_cluster.nginx_config).
-STREAMS_PER_WEB_PROCESS = 16_000
+# nginx reaches each web process from 127.0.0.1, one ephemeral port per stream: here it
+# opened about 14,100 per web process (half of 32768-60999) before connect() failed with
+# "Cannot assign requested address" (docs/deployment.md), so 90,000 streams need 7 of them.
+STREAMS_PER_WEB_PROCESS = 13_500
 # Load generators: few processes (each a gevent loop), so they do not crowd out the servers.
 CLIENTS_PER_PROCESS = 15_000
 STREAMS_PER_NGINX_WORKER = 8_000
@@ -366,8 +369,9 @@ def whole_machine(
         time.sleep(hold_seconds)  # two heartbeats (every 15 s) reach every stream
         held = fleet.stats()
         scrape_started = time.monotonic()
-        # The machine's metrics, from whichever process nginx picks: one series per process.
-        per_process = _samples(url, "qa_notify_open_streams")
+        # The machine's metrics from one web process directly (any of them answers for all: one
+        # series per process), not through nginx, whose own connections upstream may be what ran out.
+        per_process = _samples(f"http://127.0.0.1:{stack.web_ports[0]}", "qa_notify_open_streams")
         scrape_seconds = time.monotonic() - scrape_started
         open_now = int(sum(per_process.values()))
         rss_after = sum(rss_kb(p.pid) for p in stack.webs)
