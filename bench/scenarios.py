@@ -379,6 +379,11 @@ def whole_machine(
         stack.start_worker(concurrency=2)
         from qa_notify.admin.service import send_broadcast
 
+        # A first broadcast for a role nobody else has (the admin sends it, and is left out)
+        # warms the worker: its start must not count as the broadcast's time.
+        with app.test_request_context():
+            send_broadcast(db.session.get(User, admin), "warm-up", "admin", 1000)
+        _wait_outbox_delivered(app, timeout=120)
         with app.test_request_context():
             sent_at = time.time()
             send_broadcast(db.session.get(User, admin), "Maintenance at noon", None, 1000)
@@ -412,6 +417,7 @@ def whole_machine(
             "nginx_rss_per_stream_kb": round(nginx_rss / max(open_now, 1), 1),
             "nginx_rss_mb": round(nginx_rss / 1024, 1),
             "broadcast_received": len(arrivals),
+            "broadcast_first_seconds": round(arrivals[0], 3) if arrivals else None,
             "broadcast_median_seconds": round(statistics.median(arrivals), 3) if arrivals else None,
             "broadcast_p99_seconds": round(arrivals[int(len(arrivals) * 0.99) - 1], 3) if arrivals else None,
             "broadcast_last_seconds": round(arrivals[-1], 3) if arrivals else None,
@@ -419,6 +425,18 @@ def whole_machine(
         }
     finally:
         stack.close()
+
+
+def _wait_outbox_delivered(app, timeout: float) -> None:
+    """Wait until no outbox row waits for delivery (the worker is up and has caught up)."""
+    deadline = time.monotonic() + timeout
+    waiting = select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))
+    with app.app_context():
+        while db.session.scalar(waiting):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not deliver the warm-up broadcast in time")
+            db.session.expire_all()
+            time.sleep(0.1)
 
 
 def _tree_rss_kb(pid: int) -> int:
