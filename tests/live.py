@@ -141,8 +141,11 @@ def read_events(
     return events
 
 
-def collect_events(client: httpx.Client, seconds: float, opened: threading.Event | None = None, **kwargs):
-    """Return every event the stream sends within ``seconds`` (heartbeats skipped)."""
+def collect_events(
+    client: httpx.Client, seconds: float, opened: threading.Event | None = None, on_event=None, **kwargs
+):
+    """Return every event the stream sends within ``seconds`` (heartbeats skipped); each is
+    also handed to ``on_event``, if given, as it arrives."""
     events = []
     with connect_sse(client, "GET", "/notifications", **kwargs) as source:
         source.response.raise_for_status()
@@ -155,6 +158,8 @@ def collect_events(client: httpx.Client, seconds: float, opened: threading.Event
                 if sse.event == "message" and not sse.data:
                     continue
                 events.append(sse)
+                if on_event is not None:
+                    on_event(sse)
         except (httpx.HTTPError, RuntimeError):
             pass  # closed by the timer
         finally:

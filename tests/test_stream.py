@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 
-import httpx
 import pytest
 from httpx_sse import connect_sse
 
@@ -386,28 +385,6 @@ def told(events) -> list[tuple[str, str]]:
     return [(e.id, json.loads(e.data)["message"]) for e in events]
 
 
-def watch_until_closed(client, seconds: float, opened=None, got_read=None):
-    """Collect a stream's events for ``seconds``; set ``got_read`` when a ``read`` event arrives."""
-    events = []
-    with connect_sse(client, "GET", "/notifications", timeout=10) as source:
-        source.response.raise_for_status()
-        opened.set()
-        closer = threading.Timer(seconds, source.response.close)
-        closer.start()
-        try:
-            for sse in source.iter_sse():
-                if sse.event == "message" and not sse.data:
-                    continue
-                events.append(sse)
-                if sse.event == "read":
-                    got_read.set()
-        except (httpx.HTTPError, RuntimeError):
-            pass  # closed by the timer
-        finally:
-            closer.cancel()
-    return events
-
-
 def test_one_broadcast_reaches_every_eligible_stream_once(web, login_as, r):
     admin = login_as("root", "admin")
     users = {name: login_as(name, role) for name, role in [("ann", "user"), ("ben", "user"), ("mod", "moderator")]}
@@ -415,7 +392,9 @@ def test_one_broadcast_reaches_every_eligible_stream_once(web, login_as, r):
     assert quiet.put("/api/preferences", {"muted": ["broadcast"]}).status_code == 200  # before its stream opens
     readers = [(name, in_background(collect_events, web.client(name), 3)) for name in [*users, "ann", "quiet", "root"]]
     late, got_read = web.client("late"), threading.Event()
-    late_reader = in_background(watch_until_closed, late, 3, got_read=got_read)
+    late_reader = in_background(
+        collect_events, late, 3, timeout=10, on_event=lambda sse: sse.event == "read" and got_read.set()
+    )
     wait_open(*(join for _, join in readers), late_reader)
     # Muted while its stream is open: the stream is told on the user's channel. The `read` event
     # that follows on the same channel shows the process has the news before the broadcast.
