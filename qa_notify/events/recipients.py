@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, exists, func, select, union
+from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
 from ..models import (
@@ -58,7 +60,7 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
 
 
 # One source of candidates: a SELECT of ``user_id`` and the column it is keyed on.
-Source = tuple[Select, ColumnElement[int]]
+Source = tuple[Select[Any], InstrumentedAttribute[int]]
 
 
 def _sources(audience: Audience) -> list[Source]:
