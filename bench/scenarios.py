@@ -183,16 +183,8 @@ def _wait_delivered(app, r, phase: dict, timeout: float = 600) -> dict:
     """Wait until every outbox row of the phase is delivered; return its times (seconds from
     the first post, from the worker's own timestamps) and the tasks it took."""
     first = phase["first_id"]
-    deadline = time.monotonic() + timeout
-    waiting = (
-        select(func.count()).select_from(OutboxEvent).where(OutboxEvent.id >= first, OutboxEvent.delivered_at.is_(None))
-    )
+    _wait_outbox_delivered(app, timeout, first_id=first)
     with app.app_context():
-        while db.session.scalar(waiting):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not deliver every answer in time")
-            db.session.expire_all()
-            time.sleep(0.05)
         last = db.session.scalar(select(func.max(OutboxEvent.delivered_at)).where(OutboxEvent.id >= first))
         first_row = db.session.scalar(select(func.min(Notification.created_at)).where(Notification.outbox_id >= first))
     return {
@@ -427,16 +419,20 @@ def whole_machine(
         stack.close()
 
 
-def _wait_outbox_delivered(app, timeout: float) -> None:
-    """Wait until no outbox row waits for delivery (the worker is up and has caught up)."""
+def _wait_outbox_delivered(app, timeout: float, first_id: int = 0) -> None:
+    """Wait until no outbox row from ``first_id`` on waits for delivery (the worker caught up)."""
     deadline = time.monotonic() + timeout
-    waiting = select(func.count()).select_from(OutboxEvent).where(OutboxEvent.delivered_at.is_(None))
+    waiting = (
+        select(func.count())
+        .select_from(OutboxEvent)
+        .where(OutboxEvent.id >= first_id, OutboxEvent.delivered_at.is_(None))
+    )
     with app.app_context():
         while db.session.scalar(waiting):
             if time.monotonic() > deadline:
-                raise RuntimeError("the worker did not deliver the warm-up broadcast in time")
+                raise RuntimeError("the worker did not deliver every outbox row in time")
             db.session.expire_all()
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def _tree_rss_kb(pid: int) -> int:
