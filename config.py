@@ -167,6 +167,37 @@ class Config:
     # Absolute base of every link in an email (emails are read outside the site).
     SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/")
 
+    # Web Push (qa_notify.push): notifications while no tab is open. The VAPID key pair signs
+    # every push; VAPID_PRIVATE_KEY (PEM, or the raw key in base64url) wins over the key file,
+    # which `make run` creates once (mode 0600). The public key is derived from the private one.
+    VAPID_PRIVATE_KEY = os.environ.get("VAPID_PRIVATE_KEY") or None
+    VAPID_KEY_FILE = os.environ.get("VAPID_KEY_FILE") or str(INSTANCE_DIR / "vapid_private.pem")
+    VAPID_SUBJECT = os.environ.get("VAPID_SUBJECT", "mailto:admin@localhost")
+    # The push services a subscription may point at (hosts; "*.example.com" for subdomains):
+    # the server POSTs to that address, so nothing else is accepted. Default: the browsers'.
+    PUSH_ALLOWED_HOSTS = tuple(
+        h
+        for h in os.environ.get(
+            "PUSH_ALLOWED_HOSTS",
+            "fcm.googleapis.com,updates.push.services.mozilla.com,*.notify.windows.com,*.push.apple.com",
+        )
+        .replace(" ", "")
+        .split(",")
+        if h
+    )
+    # A CA bundle the push services' certificates are checked against (tests: their own
+    # push service's certificate); None: the system's.
+    PUSH_CA_BUNDLE = os.environ.get("PUSH_CA_BUNDLE") or None
+    # At most one push per user and notification group this often (the next carries the count).
+    PUSH_MIN_INTERVAL = _env_int("PUSH_MIN_INTERVAL", 60)
+    # How long a push service keeps a push for a device that is offline.
+    PUSH_TTL = _env_int("PUSH_TTL", 24 * 3600)
+    PUSH_TIMEOUT = _env_float("PUSH_TIMEOUT", 10.0)
+    PUSH_MAX_SUBSCRIPTIONS = _env_int("PUSH_MAX_SUBSCRIPTIONS", 20)
+    # A push the push service refused for now (429, 5xx, no connection) is tried again with
+    # backoff (its Retry-After if longer), this many times at most.
+    PUSH_MAX_RETRIES = _env_int("PUSH_MAX_RETRIES", 12)
+
 
 class DevelopmentConfig(Config):
     """Laptop defaults: SQLite under ``instance/`` and an embedded Redis."""

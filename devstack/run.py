@@ -26,6 +26,7 @@ def run_laptop(host: str, port: int, seed: bool) -> None:
     from qa_notify.metrics import machine
 
     INSTANCE_DIR.mkdir(exist_ok=True)
+    ensure_vapid_key()
     machine.join(INSTANCE_DIR / "metrics", fresh=True)  # for the children; an earlier run's figures go
     url_file = INSTANCE_DIR / "redis.url"
     embedded = None
@@ -46,6 +47,15 @@ def run_laptop(host: str, port: int, seed: bool) -> None:
         if embedded is not None:
             embedded.stop()
             url_file.unlink(missing_ok=True)
+
+
+def ensure_vapid_key() -> None:
+    """Create the Web Push (VAPID) private key under instance/ once, unless VAPID_PRIVATE_KEY is set."""
+    from config import Config
+    from qa_notify.push.vapid import ensure_key_file
+
+    if not os.environ.get("VAPID_PRIVATE_KEY") and ensure_key_file(Path(Config.VAPID_KEY_FILE)):
+        click.echo(f"made a VAPID key pair for Web Push: {Config.VAPID_KEY_FILE}", err=True)
 
 
 def run_cluster(host: str, port: int, seed: bool, state_dir: Path) -> None:

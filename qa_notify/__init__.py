@@ -126,9 +126,10 @@ def register_blueprints(app: Flask) -> None:
     from .mail import bp as mail_bp
     from .notifications import bp as notifications_bp
     from .preferences import bp as preferences_bp
+    from .push import bp as push_bp
     from .qa import bp as qa_bp
 
-    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, preferences_bp, admin_bp, mail_bp, health_bp):
+    for blueprint in (auth_bp, qa_bp, notifications_bp, live_bp, preferences_bp, admin_bp, mail_bp, health_bp, push_bp):
         app.register_blueprint(blueprint)
 
 

@@ -18,6 +18,10 @@ class Jobs:
 
     drain_outbox: Callable[[], object]  # have a worker deliver the waiting outbox rows
     confirm_email: Callable[[int], object]  # email a user's new address its confirmation link
+    # Web Push (qa_notify.push): after a fan-out batch stored its inbox rows, queue pushes for
+    # those (outbox id, user ids) who have a device; after a broadcast, for its outbox id.
+    push_after_delivery: Callable[[list[tuple[int, list[int]]]], object] = lambda deliveries: 0
+    push_after_broadcast: Callable[[int], object] = lambda outbox_id: 0
 
 
 def jobs() -> Jobs:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -354,3 +355,38 @@ class Broadcast(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     author: Mapped[User | None] = relationship()
+
+
+# mypy cannot see flask-sqlalchemy's dynamic ``db.Model`` (the classes above are listed in
+# mypy-baseline.txt for it); the push model names it through a typed alias instead.
+_PushModelBase: Any = db.Model
+
+
+class PushSubscription(_PushModelBase):
+    """One browser's Web Push subscription (qa_notify.push): where and how to push to one device.
+
+    ``endpoint`` is the push service's URL for that browser, unique: a browser signed in as
+    someone else takes its subscription along, so no push ever reaches the previous user.
+    """
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    # The browser's P-256 public key and auth secret, base64url as PushSubscription.toJSON() gives them.
+    p256dh: Mapped[str] = mapped_column(String(100))
+    auth: Mapped[str] = mapped_column(String(40))
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+    def to_dict(self) -> dict:
+        """Return the JSON form of the device (never its keys)."""
+        return {
+            "id": self.id,
+            "endpoint_host": self.endpoint.split("/")[2] if self.endpoint.count("/") >= 2 else "",
+            "user_agent": self.user_agent,
+            "created_at": self.created_at.isoformat() + "Z",
+            "last_used_at": self.last_used_at.isoformat() + "Z" if self.last_used_at else None,
+        }

@@ -10,6 +10,7 @@ from flask import Flask
 
 from qa_notify.events.connections import is_cluster
 from qa_notify.jobs import Jobs
+from qa_notify.push import delivery as push_delivery
 
 from . import tasks
 
@@ -75,7 +76,14 @@ def bind_jobs(app: Flask, celery: Celery) -> None:
     """Give the web side its enqueue functions (``qa_notify.jobs``), bound to this Celery app's tasks."""
     drain_outbox = celery.tasks[tasks.drain_outbox.name]
     confirm_email = celery.tasks[tasks.confirm_email.name]
+    send_pushes = celery.tasks[tasks.send_pushes.name]
+
+    def push(outbox_id: int, user_ids: list[int]) -> object:
+        return send_pushes.apply_async(args=[outbox_id, user_ids], retry=False)
+
     app.extensions["jobs"] = Jobs(
         drain_outbox=lambda: drain_outbox.apply_async(retry=False),
         confirm_email=lambda user_id: confirm_email.apply_async(args=[user_id], retry=False),
+        push_after_delivery=lambda deliveries: push_delivery.enqueue_pushes(deliveries, push),
+        push_after_broadcast=lambda outbox_id: push_delivery.enqueue_pushes_for_everyone(outbox_id, push),
     )

@@ -14,6 +14,7 @@ from qa_notify.events import drain, fanout, ingest, outbox
 from qa_notify.extensions import db
 from qa_notify.mail import confirm, scan
 from qa_notify.metrics import instruments
+from qa_notify.push import delivery as push_delivery
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -134,3 +135,31 @@ def confirm_email(user_id: int) -> str:
 def email_users(kind: str, user_ids: list[int]) -> dict:
     """Email each of these users (``away`` or ``digest``) what they are owed, one at a time."""
     return scan.email_users(kind, user_ids)
+
+
+# Web Push (qa_notify.push.delivery): one task per event and group of users, off the fan-out.
+# Acknowledged late and safe to repeat (a device that took a push is marked and skipped).
+@shared_task(name="workers.send_pushes", bind=True, acks_late=True)
+def send_pushes(self: Task, outbox_id: int, user_ids: list[int], trailing: bool = False) -> int:
+    """Push one outbox event to the devices of ``user_ids``; retry what a push service deferred."""
+    try:
+        report = push_delivery.deliver(outbox_id, user_ids, trailing=trailing)
+    except TRANSIENT_ERRORS as exc:
+        db.session.rollback()
+        raise self.retry(exc=exc, countdown=_push_backoff(self.request.retries), max_retries=None) from exc
+    for user_id, delay in [] if self.request.is_eager else report.later:  # in-process, a countdown is not kept
+        enqueue(send_pushes, outbox_id, [user_id], True, countdown=delay)
+    if report.retry_after is not None:
+        if self.request.is_eager:  # in-process (tests): nothing would wait for the countdown
+            log.warning("push of outbox %s deferred by the push service; not retried in-process", outbox_id)
+        elif self.request.retries >= current_app.config["PUSH_MAX_RETRIES"]:
+            log.error("push of outbox %s still deferred after %d tries: given up", outbox_id, self.request.retries)
+        else:
+            countdown = max(report.retry_after, _push_backoff(self.request.retries))
+            raise self.retry(countdown=countdown, max_retries=None)
+    return report.delivered
+
+
+def _push_backoff(retries: int) -> float:
+    """Seconds before try ``retries + 1`` of a deferred push: 2, 4, 8 ... at most 300."""
+    return float(min(2 ** (retries + 1), 300))

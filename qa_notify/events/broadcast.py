@@ -14,12 +14,14 @@ and event).
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import cast
 
 from sqlalchemy import CursorResult, DateTime, Integer, literal, select
 
 from ..extensions import db
+from ..jobs import jobs
 from ..metrics import instruments
 from ..models import OutboxEvent, User, inbox_insert, utcnow
 from . import bus
@@ -40,6 +42,11 @@ def deliver_to_everyone(event: OutboxEvent, audience: Everyone, started: float |
     event.delivered_at = event.delivered_at or utcnow()
     db.session.commit()
     instruments.fanned_out(started)
+    try:  # Web Push for those with a device (qa_notify.push): queued, never sent here
+        jobs().push_after_broadcast(event.id)
+    except Exception:
+        db.session.rollback()
+        logging.getLogger(__name__).warning("could not queue web pushes for outbox %s", event.id, exc_info=True)
     return added
 
 

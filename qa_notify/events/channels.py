@@ -148,3 +148,25 @@ def user_id_from_channel(channel: str) -> int | None:
         user_id = int(parts[3])
         return user_id if channel == user_channel(user_id) else None
     return None
+
+
+# Web Push (qa_notify.push): per user, so a user's push keys share their partition's slot.
+def push_gate(user_id: int, group: str) -> str:
+    """Return the key holding the outbox id of the last push of ``group`` to ``user_id`` (PUSH_MIN_INTERVAL)."""
+    return f"{_user_prefix(user_id)}:push:gate:{_group_digest(group)}"
+
+
+def push_trailing(user_id: int, group: str) -> str:
+    """Return the key marking a push of ``group`` to ``user_id`` scheduled for when its gate opens."""
+    return f"{_user_prefix(user_id)}:push:later:{_group_digest(group)}"
+
+
+def push_sent(user_id: int, subscription_id: int, outbox_id: int) -> str:
+    """Return the key recording that the push of ``outbox_id`` reached device ``subscription_id``."""
+    return f"{_user_prefix(user_id)}:push:sent:{int(subscription_id)}:{int(outbox_id)}"
+
+
+def _group_digest(group: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(group.encode("utf-8")).hexdigest()[:20]

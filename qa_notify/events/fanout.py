@@ -18,6 +18,7 @@ from flask import current_app
 from sqlalchemy import or_, select
 
 from ..extensions import db
+from ..jobs import jobs
 from ..metrics import instruments
 from ..models import Notification, OutboxEvent, inbox_insert, utcnow
 from . import bus, channels
@@ -58,7 +59,21 @@ def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
     pushed = bus.push_events(bus.redis_client(), events)
     for (event, _), count in zip(deliveries, pushed, strict=True):
         instruments.pushed(event.created_at, count)
+    hand_to_web_push([(event.id, [uid for uid, _ in recipients.get(event.id, [])]) for event, _ in deliveries])
     return sum(pushed)
+
+
+def hand_to_web_push(deliveries: list[tuple[int, list[int]]]) -> None:
+    """Queue Web Push for these stored ``(outbox id, user ids)`` (qa_notify.push); never raises.
+
+    One query and at most a task per event: the pushes themselves go out in their own
+    tasks, so a slow or absent push service never holds up a fan-out.
+    """
+    try:
+        jobs().push_after_delivery(deliveries)
+    except Exception:
+        db.session.rollback()
+        log.warning("could not queue web pushes for outbox %s", [oid for oid, _ in deliveries][:5], exc_info=True)
 
 
 def fan_out(outbox_id: int, enqueue_batch: Callable[[int, list[int]], None] | None = None) -> int:
