@@ -9,6 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 
+from qa_notify.events import channels
 from qa_notify.events.audiences import Users
 from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
@@ -221,7 +222,7 @@ def test_a_burst_is_one_push_then_one_with_the_count_when_the_interval_ends(app,
     assert first["count"] == 1 and first["title"].startswith("bob answered")
     # The gate held the others back and scheduled one push for when it opens.
     with app.app_context():
-        r.delete(*r.keys("*push:gate*"))
+        r.delete(channels.push_gate(asker.user_id, f"new_answers:question:{qid}"))  # the interval is over
         newest = db.session.query(Notification).order_by(Notification.id.desc()).first().outbox_id
         delivery.deliver(newest, [asker.user_id], trailing=True)
     push_service.wait_for(2)
@@ -331,3 +332,18 @@ def test_the_service_worker_is_served_for_the_whole_site(app, api):
     resp = api.client.get("/sw.js")
     assert resp.status_code == 200 and resp.headers["Service-Worker-Allowed"] == "/"
     assert resp.mimetype == "text/javascript" and b"showNotification" in resp.data
+
+
+def test_make_run_writes_a_key_file_once_and_the_site_signs_with_it(app, login_as, tmp_path):
+    from qa_notify.push.vapid import ensure_key_file
+
+    key_file = tmp_path / "instance" / "vapid_private.pem"
+    assert ensure_key_file(key_file) is True
+    first = key_file.read_bytes()
+    assert ensure_key_file(key_file) is False and key_file.read_bytes() == first  # never replaced
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    app.config.update(VAPID_PRIVATE_KEY=None, VAPID_KEY_FILE=str(key_file))
+    public = Vapid02.from_pem(first).public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    assert login_as("ann").get("/api/push/key").get_json() == {"public_key": b64url(public)}
