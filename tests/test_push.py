@@ -347,3 +347,12 @@ def test_make_run_writes_a_key_file_once_and_the_site_signs_with_it(app, login_a
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     assert login_as("ann").get("/api/push/key").get_json() == {"public_key": b64url(public)}
+
+
+def test_without_a_vapid_key_nothing_is_pushed_and_answers_still_arrive(app, login_as, push_service):
+    asker, bob = login_as("asker"), login_as("bob")
+    subscribe(asker, push_service.browser())
+    app.config.update(VAPID_PRIVATE_KEY=None, VAPID_KEY_FILE="/nonexistent/vapid.pem")
+    answer(bob, ask(asker))
+    assert push_service.hits == []
+    assert asker.get("/api/notifications").get_json()["unread_count"] == 1

@@ -31,7 +31,7 @@ from ..events import bus, channels
 from ..extensions import db
 from ..live.leases import presence
 from ..models import MutedType, Notification, OutboxEvent, PushSubscription, utcnow
-from . import payload, sending, subscriptions
+from . import payload, sending, subscriptions, vapid
 
 log = logging.getLogger(__name__)
 # A broadcast's pushes go out in tasks of this many users.
@@ -113,6 +113,11 @@ def deliver(outbox_id: int, user_ids: list[int], trailing: bool = False) -> Repo
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None:
         return report
+    try:
+        vapid.load_vapid()
+    except vapid.NoKeys as exc:  # push is off on this site: nothing can be signed
+        log.warning("web push for outbox %s not sent: %s", outbox_id, exc)
+        return report
     r, group = bus.redis_client(), payload.group_of(event)
     wanted = push_wanted(user_ids, event.event_type)
     devices: dict[int, list[PushSubscription]] = {}
@@ -154,7 +159,11 @@ def _send_to_devices(r, user_id: int, own: list[PushSubscription], data: bytes, 
         marker = channels.push_sent(user_id, device.id, outbox_id)
         if r.exists(marker):
             continue
-        outcome = sending.send(device, data, group)
+        try:
+            outcome = sending.send(device, data, group)
+        except Exception as exc:  # a bug or a key the library refuses: this device only, the others go on
+            log.exception("push to subscription %s failed", device.id)
+            outcome = sending.Outcome(sending.REFUSED, detail=f"{type(exc).__name__}: {exc}")
         if outcome.status == sending.DELIVERED:
             r.set(marker, 1, ex=SENT_MARKER_SECONDS)
             device.last_used_at = utcnow()
