@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import current_app
-from pywebpush import WebPusher
 
 from ..models import PushSubscription
 from .vapid import b64url, load_vapid
@@ -77,6 +76,10 @@ def vapid_headers(endpoint: str) -> dict[str, str]:
 
 def send(subscription: PushSubscription, data: bytes, group: str) -> Outcome:
     """POST ``data`` (at most 3,993 bytes) encrypted to ``subscription``; return what happened."""
+    # Imported on first use: pywebpush brings aiohttp along (half a second), which no web
+    # process and no worker start should pay for.
+    from pywebpush import WebPusher
+
     config = current_app.config
     info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
     headers = {**vapid_headers(subscription.endpoint), "Urgency": "normal", "Topic": topic(group)}
