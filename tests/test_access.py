@@ -5,6 +5,15 @@ from __future__ import annotations
 import pytest
 
 ANON, USER, MOD, ADMIN = "anonymous", "user", "moderator", "admin"
+PUSH_SUBSCRIPTION = {
+    "endpoint": "https://fcm.googleapis.com/fcm/send/access-matrix",
+    "expirationTime": None,
+    "keys": {
+        # A P-256 public key (uncompressed point) and a 16-byte auth secret, as a browser makes them.
+        "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+        "auth": "BTBZMqHH6r4Tts7J_aSIgg",
+    },
+}
 
 # (method, path, body, {role: expected status})
 ROUTES = [
@@ -30,6 +39,10 @@ ROUTES = [
     ("GET", "/api/admin/deliveries/failed", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
     ("POST", "/api/admin/deliveries/{question}/retry", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 404}),
     ("GET", "/api/admin/live", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    # Web Push (qa_notify.push): a browser's subscription on a default push service's host.
+    ("GET", "/api/push/subscriptions", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/push/subscriptions", PUSH_SUBSCRIPTION, {ANON: 401, USER: 201, MOD: 201, ADMIN: 201}),
+    ("DELETE", "/api/push/subscriptions/{question}", None, {ANON: 401, USER: 404, MOD: 404, ADMIN: 404}),
 ]
 
 

@@ -51,6 +51,7 @@ WRITE_ENDPOINTS = [
     ("POST", "/api/notifications/read"),
     ("PUT", "/api/preferences"),
     ("POST", "/api/admin/broadcast"),
+    ("POST", "/api/push/subscriptions"),
 ]
 READ_ENDPOINTS = ["/api/notifications", "/api/notifications/poll", "/api/questions/{q}", "/api/topics", "/api/me"]
 QUERY_KEYS = ["before", "limit", "after", "timeout", "last_event_id", "user", "user_id"]

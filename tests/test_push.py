@@ -7,6 +7,8 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from py_vapid import Vapid02
 
 from qa_notify.events import channels
@@ -356,3 +358,25 @@ def test_without_a_vapid_key_nothing_is_pushed_and_answers_still_arrive(app, log
     answer(bob, ask(asker))
     assert push_service.hits == []
     assert asker.get("/api/notifications").get_json()["unread_count"] == 1
+
+
+@pytest.fixture
+def fuzzer(login_as):
+    return login_as("fuzzer")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    endpoint=st.one_of(
+        st.text(max_size=80), st.builds(lambda tail: "https://localhost/" + tail, st.text(max_size=40)), st.integers()
+    ),
+    p256dh=st.one_of(st.text(max_size=100), st.binary(min_size=60, max_size=70).map(b64url), st.none()),
+    auth=st.one_of(st.text(max_size=30), st.binary(min_size=14, max_size=18).map(b64url), st.lists(st.integers())),
+    expiration=st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5)),
+)
+def test_any_subscription_body_is_stored_or_a_422_never_a_500(fuzzer, endpoint, p256dh, auth, expiration):
+    body = {"endpoint": endpoint, "expirationTime": expiration, "keys": {"p256dh": p256dh, "auth": auth}}
+    resp = fuzzer.post("/api/push/subscriptions", body)
+    assert resp.status_code in (200, 201, 422), resp.get_data(as_text=True)[:300]
+    if resp.status_code == 422:
+        assert isinstance(resp.get_json()["error"], str)
