@@ -372,7 +372,9 @@ def fuzzer(login_as):
     ),
     p256dh=st.one_of(st.text(max_size=100), st.binary(min_size=60, max_size=70).map(b64url), st.none()),
     auth=st.one_of(st.text(max_size=30), st.binary(min_size=14, max_size=18).map(b64url), st.lists(st.integers())),
-    expiration=st.one_of(st.none(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)),
+    expiration=st.one_of(
+        st.none(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5)
+    ),
 )
 def test_any_subscription_body_is_stored_or_a_422_never_a_500(fuzzer, endpoint, p256dh, auth, expiration):
     body = {"endpoint": endpoint, "expirationTime": expiration, "keys": {"p256dh": p256dh, "auth": auth}}
