@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,14 @@ FAKE_SUBSCRIBE = """
 NOTIFICATIONS = """
 () => navigator.serviceWorker.getRegistration("/").then(r => r ? r.getNotifications() : [])
   .then(ns => ns.map(n => ({ title: n.title, body: n.body, tag: n.tag, url: n.data && n.data.url })))
+"""
+
+# In the service worker: the click the browser fires on the notification shown.
+CLICK_NOTIFICATION = """
+async () => {
+  const [notification] = await self.registration.getNotifications();
+  self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+}
 """
 
 
@@ -155,6 +164,15 @@ def test_the_card_subscribes_this_browser_and_its_service_worker_shows_the_push(
     wait_until(lambda: page.evaluate(NOTIFICATIONS)[0]["title"].startswith("carl"), timeout=15, what="the update")
     assert len(page.evaluate(NOTIFICATIONS)) == 1
     render_notification(context.new_page(), shown, DOCS / "push-notification.png")
+
+    # A click on it takes a tab of the site to the question. (CDP cannot click an OS
+    # notification: the service worker is handed the click event the browser would fire.)
+    tab = context.new_page()
+    tab.goto("/")
+    [worker] = context.service_workers
+    worker.evaluate(CLICK_NOTIFICATION)
+    tab.wait_for_url(re.compile(rf"/questions/{qid}#answer-\d+$"), timeout=15_000)
+    wait_until(lambda: page.evaluate(NOTIFICATIONS) == [], timeout=15, what="the notification to close")
 
 
 def test_removing_a_device_on_the_card_stops_pushes_to_it(browser, stack, member, push_service):

@@ -67,9 +67,15 @@ self.addEventListener("notificationclick", function (event) {
       for (var j = 0; j < tabs.length; j++) {
         var tab = tabs[j];
         if (new URL(tab.url).origin === self.location.origin && "navigate" in tab) {
-          return tab.focus().then(function (focused) {
-            return (focused || tab).navigate(url);
-          });
+          // Bring the tab forward (the browser may refuse), then take it to the question.
+          return tab
+            .focus()
+            .catch(function () {
+              return tab;
+            })
+            .then(function (focused) {
+              return (focused || tab).navigate(url);
+            });
         }
       }
       return self.clients.openWindow(url);
