@@ -16,6 +16,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..errors import SiteError
 from ..events import bus
 from ..extensions import db, login_manager
+from ..i18n import browser_locale
 from ..mail.preferences import normalise_address
 from ..models import ROLES, User
 
@@ -135,6 +136,15 @@ def start_session(user: User, remember: bool = False) -> None:
     login_user(user)
     session.permanent = remember
     session["sid"] = secrets.token_urlsafe(16)
+    remember_browser_language(user)
+
+
+def remember_browser_language(user: User) -> None:
+    """Save the language this browser asks for, to write to the user in it when they are away."""
+    language = browser_locale()
+    if language and language != user.browser_locale:
+        user.browser_locale = language
+        db.session.commit()
 
 
 def end_session(user: User) -> None:
