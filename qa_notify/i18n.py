@@ -11,12 +11,16 @@ last signed in (saved then, see ``remember_browser_language``).
 from __future__ import annotations
 
 from flask import has_request_context, request
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 DEFAULT_LOCALE = "en"
 # The catalogs under qa_notify/translations (English is the source text). Babel names the
 # zh_CN one by its script too: translations/zh_Hans_CN (Chinese, simplified, China).
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
+# How a role reads on a page.
+ROLE_NAMES = {"user": _l("Member"), "moderator": _l("Moderator"), "admin": _l("Admin")}
 
 
 def browser_locale() -> str | None:
@@ -34,9 +38,18 @@ def select_locale() -> str:
     return browser_locale() or DEFAULT_LOCALE
 
 
+def role_name(role: str) -> str:
+    """Return a role as a page shows it, in the reader's language."""
+    return str(ROLE_NAMES.get(role, role))
+
+
 def page_lang() -> str:
-    """Return the page's ``<html lang>``: ``en`` or ``zh-CN``."""
-    return select_locale().replace("_", "-")
+    """Return the ``<html lang>`` of what is being rendered (a page, or an email in its reader's
+    language): ``en`` or ``zh-CN``."""
+    locale = get_locale()
+    if locale is None:
+        return DEFAULT_LOCALE
+    return f"{locale.language}-{locale.territory}" if locale.territory else locale.language
 
 
 def check_locale(value: object) -> str | None:
