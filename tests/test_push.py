@@ -382,3 +382,25 @@ def test_any_subscription_body_is_stored_or_a_422_never_a_500(fuzzer, endpoint, 
     assert resp.status_code in (200, 201, 422), resp.get_data(as_text=True)[:300]
     if resp.status_code == 422:
         assert isinstance(resp.get_json()["error"], str)
+
+
+def test_a_push_is_worded_in_the_readers_language(app, login_as, push_service):
+    asker, bob = login_as("asker"), login_as("bob")
+    phone = push_service.browser()
+    subscribe(asker, phone)
+    assert asker.put("/api/preferences", {"locale": "zh_CN"}).status_code == 200
+    answer(bob, ask(asker, "推送用什么语言？"))
+    push_service.wait_for(1)
+    [message] = push_service.messages_for(phone)
+    assert message["title"] == "bob回答了“推送用什么语言？”"
+
+
+def test_push_turned_off_for_a_type_keeps_it_in_the_inbox_but_sends_nothing(app, login_as, push_service):
+    asker, bob = login_as("asker"), login_as("bob")
+    subscribe(asker, push_service.browser())
+    qid = ask(asker)
+    resp = asker.put("/api/preferences", {"channels": {"new_answers": {"push": False}}})
+    assert resp.status_code == 200 and resp.get_json()["channels"]["new_answers"]["push"] is False
+    answer(bob, qid)
+    assert asker.get("/api/notifications").get_json()["unread_count"] == 1
+    assert push_service.hits == []

@@ -1,7 +1,7 @@
 """push subscriptions: one row per browser that may be sent Web Push
 
 Revision ID: 6765c086e160
-Revises: 5e8a1c3d7b90
+Revises: b7d2f9e4c1a8
 Create Date: 2026-12-02 11:00:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '6765c086e160'
-down_revision = '5e8a1c3d7b90'
+down_revision = 'b7d2f9e4c1a8'
 branch_labels = None
 depends_on = None
 

@@ -5,7 +5,7 @@ finds which of the batch's users have a device at all, and one task per event is
 for them (``deliver``), so the fan-out pays one indexed query per batch and never waits
 for a push service. ``deliver`` then, for each user:
 
-- ``push_wanted``: the user wants this type pushed (today: not muted);
+- ``push_wanted``: the user wants this type pushed (the preferences matrix's push column);
 - not online: a user with an open stream saw it live (the away email's presence rule);
 - the group's gate: at most one push per user and group every PUSH_MIN_INTERVAL (a Redis
   key set NX with the outbox id, so a retry of the same push passes its own gate); a push
@@ -28,9 +28,10 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..events import bus, channels
+from ..events.announce import allowed
 from ..extensions import db
 from ..live.leases import presence
-from ..models import MutedType, Notification, OutboxEvent, PushSubscription, utcnow
+from ..models import Notification, OutboxEvent, PushSubscription, utcnow
 from . import payload, sending, subscriptions, vapid
 
 log = logging.getLogger(__name__)
@@ -42,19 +43,11 @@ SENT_MARKER_SECONDS = 2 * 24 * 3600
 def push_wanted(user_ids: Iterable[int], event_type: str) -> set[int]:
     """Return which of ``user_ids`` want ``event_type`` pushed to their devices.
 
-    Today this reads what exists: the muted types (``notifications.inbox.muted_types``; a
-    muted type is not pushed either), in one query for all of them.
-    The lead wires the per-channel preference matrix (channel ``push``) and quiet hours in
-    here at merge; every push decision goes through this one function.
+    The preferences matrix's ``push`` column (``events.announce.allowed``: the type not
+    muted, and push not turned off for it). Every push decision goes through this one
+    function: quiet hours and snoozing are to be checked here too when they land.
     """
-    ids = set(user_ids)
-    if not ids:
-        return set()
-    # The muted types (notifications.inbox.muted_types), read for all these users at once.
-    muted = db.session.scalars(
-        select(MutedType.user_id).where(MutedType.user_id.in_(ids), MutedType.event_type == event_type)
-    )
-    return ids - set(muted)
+    return allowed(user_ids, event_type, "push")
 
 
 def enqueue_pushes(deliveries: list[tuple[int, list[int]]], enqueue: Callable[[int, list[int]], object]) -> int:

@@ -1,7 +1,8 @@
 """What one push says: the notification group's wording and count, as JSON small enough to send.
 
 ``{title, body, url, tag, count, type}``: the title and body are the inbox item's wording
-(``notifications.wording``, the one server-side wording) for the user's unread parts of
+(``notifications.wording``, the one server-side wording), in the user's language
+(``i18n.locale_of``, as their emails), for the user's unread parts of
 the event's group, so ten answers read "bob and 4 others answered ..." with count 10; the
 tag is the group (the service worker shows one notification per tag and replaces it).
 An encrypted push must stay under 4,096 bytes: the body, then the title, are cut to fit.
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import json
 
+from flask_babel import force_locale
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..models import Notification, OutboxEvent
+from ..i18n import locale_of
+from ..models import Notification, OutboxEvent, User
 from ..notifications.inbox import GROUP
 from ..notifications.wording import describe
 
@@ -56,7 +59,8 @@ def build(user_id: int, event: OutboxEvent) -> dict | None:
         if isinstance(name, str) and name and name not in actors and len(actors) < ACTORS_SHOWN:
             actors.append(name)
     newest = payloads[0] if payloads else event.payload
-    wording = describe(event.event_type, newest, int(count), actors or None, int(actor_count))
+    with force_locale(locale_of(db.session.get(User, user_id))):  # the reader's language, as emails
+        wording = describe(event.event_type, newest, int(count), actors or None, int(actor_count))
     return {
         "title": wording.headline,
         "body": wording.detail,

@@ -21,6 +21,7 @@
   var list = card.querySelector(".push-devices");
   var empty = card.querySelector(".push-empty");
   var supported = "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+  var text = card.dataset; // the card's words, in the reader's language (data-text-*)
 
   function ownId() {
     try {
@@ -76,9 +77,9 @@
   }
 
   function describeDevice(device) {
-    var agent = device.user_agent || "Unknown browser";
+    var agent = device.user_agent || text.textUnknownBrowser;
     var match = /(Firefox|Edg|Chrome|Safari)\/[\d.]+/.exec(agent);
-    return (match ? match[0].replace("Edg", "Edge") : agent.slice(0, 60)) + " via " + (device.endpoint_host || "?");
+    return (match ? match[0].replace("Edg", "Edge") : agent.slice(0, 60)) + " " + text.textVia + " " + (device.endpoint_host || "?");
   }
 
   function renderDevices(devices) {
@@ -91,16 +92,17 @@
       item.dataset.id = String(device.id);
       var name = document.createElement("span");
       name.className = "push-device-name";
-      name.textContent = describeDevice(device) + (String(device.id) === own ? " (this browser)" : "");
+      name.textContent = describeDevice(device) + (String(device.id) === own ? " " + text.textThisBrowser : "");
       var when = document.createElement("span");
       when.className = "hint";
       when.textContent =
-        " added " + device.created_at.slice(0, 10) + (device.last_used_at ? ", last push " + device.last_used_at.slice(0, 16).replace("T", " ") + " UTC" : "");
+        " " + text.textAdded + " " + device.created_at.slice(0, 10) +
+        (device.last_used_at ? ", " + text.textLastPush + " " + device.last_used_at.slice(0, 16).replace("T", " ") + " UTC" : "");
       var remove = document.createElement("button");
       remove.type = "button";
       remove.className = "button secondary small";
       remove.dataset.action = "push-remove";
-      remove.textContent = "Remove";
+      remove.textContent = text.textRemove;
       remove.addEventListener("click", function () {
         removeDevice(String(device.id));
       });
@@ -117,10 +119,10 @@
       var listed = data.subscriptions.some(function (d) {
         return String(d.id) === own;
       });
-      if (!supported) show("unsupported", "This browser cannot receive push notifications.");
-      else if (Notification.permission === "denied") show("denied", "Notifications are blocked for this site in this browser's settings.");
-      else if (listed) show("on", "This browser gets push notifications.");
-      else show("off", "This browser does not get push notifications.");
+      if (!supported) show("unsupported", text.textUnsupported);
+      else if (Notification.permission === "denied") show("denied", text.textDenied);
+      else if (listed) show("on", text.textOn);
+      else show("off", text.textOff);
     });
   }
 
@@ -144,15 +146,15 @@
       })
       .then(refresh)
       .catch(function (error) {
-        show("error", "Could not remove the device: " + error.message);
+        show("error", text.textRemoveFailed + " " + error.message);
       });
   }
 
   function enable() {
-    show("working", "Asking this browser…");
+    show("working", text.textWorking);
     Promise.resolve(Notification.requestPermission())
       .then(function (permission) {
-        if (permission !== "granted") throw new Error("notifications were not allowed");
+        if (permission !== "granted") throw new Error(text.textNotAllowed);
         return Promise.all([registration(), api("GET", "/api/push/key")]);
       })
       .then(function (both) {
@@ -166,7 +168,7 @@
         return refresh();
       })
       .catch(function (error) {
-        show("error", "Could not turn on push notifications: " + error.message);
+        show("error", text.textEnableFailed + " " + error.message);
       });
   }
 
@@ -176,6 +178,6 @@
     if (own) removeDevice(own);
   });
   refresh().catch(function (error) {
-    show("error", "Could not load your devices: " + error.message);
+    show("error", text.textLoadFailed + " " + error.message);
   });
 })();
