@@ -150,7 +150,7 @@ def test_the_card_subscribes_this_browser_and_its_service_worker_shows_the_push(
     assert shown == {
         "title": f"{bob.username} answered \u201cWhere do pushes go?\u201d",
         "body": "To the push service",
-        "tag": f"qa-notify:new_answers:question:{qid}",
+        "tag": f"qa-notify:new_answers new_answers:question:{qid}",  # as the page's desktop notification
         "url": received.message["url"],
     }
     assert received.message["url"].startswith(f"/questions/{qid}")

@@ -3,10 +3,10 @@
  * tab of the site is open, and brings the question forward when one is clicked.
  *
  * A push is JSON {title, body, url, tag, count, type} (qa_notify/push/payload.py). One
- * notification per group: the tag is the group ("qa-notify:" + group, the tag the page's own
- * desktop notifications use), so a later push of the group replaces the earlier one with the
- * new count. Text is only ever given to showNotification as text; only paths on this site are
- * opened.
+ * notification per group: its tag is "qa-notify:<type> <group>", the tag the page's own
+ * desktop notifications give that group, so a later push of the group (or a desktop
+ * notification) replaces the earlier one with the new count. Text is only ever given to
+ * showNotification as text; only paths on this site are opened.
  */
 "use strict";
 
@@ -50,7 +50,8 @@ self.addEventListener("push", function (event) {
     icon: undefined,
   };
   if (tag) {
-    options.tag = "qa-notify:" + tag;
+    // The tag the page's desktop notifications give the same group (notifications.js: type, group).
+    options.tag = "qa-notify:" + (data.type ? text(data.type, "") + " " : "") + tag;
     options.renotify = true; // a new answer in the group should be noticed, not silently swapped in
   }
   event.waitUntil(self.registration.showNotification(text(data.title, "qa_notify"), options));
