@@ -78,6 +78,19 @@ class User(UserMixin, db.Model):
     # (set while one is owed: the mail server was down, or refused before taking it).
     email_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     email_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # -- Quiet hours and snooze (qa_notify.quiet) --
+    # The user's IANA time zone; None until the browser or the user sets one (UTC is used).
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Quiet hours as minutes after local midnight (start == end is refused); None: none.
+    # A window may cross midnight (22:00-08:00 is start 1320, end 480).
+    quiet_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quiet_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Snoozed until then (UTC); a past time means not snoozed.
+    snooze_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Set when a quiet period began (its start), cleared when its one summary was sent.
+    quiet_summary_from: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When the daily digest run last took this user (the digest goes at their local hour).
+    digest_checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""

@@ -127,13 +127,28 @@ class ReadEvent(Event):
     unread_count: int
 
 
+@dataclass(frozen=True)
+class QuietEvent(Event):
+    """Live-only: the user's quiet state changed (snooze, quiet hours): no toasts until ``until``.
+
+    ``until`` and ``next_from`` are ISO times (UTC) or None; the page never works out quiet
+    hours itself (``qa_notify.quiet`` does).
+    """
+
+    type: ClassVar[str] = "quiet"
+    inbox: ClassVar[bool] = False
+    quiet: bool
+    until: str | None
+    next_from: str | None
+
+
 BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, Mention.type, BroadcastEvent.type)
 MUTEABLE_TYPES = BUILTIN_TYPES
 # Events the stream sends itself, never stored: the page must know them all.
 RESYNC = "resync"
 SERVER_CLOSED = "server_closed"
 # Types only the stream itself sends; nobody else may name them.
-STREAM_TYPES = (ReadEvent.type, RESYNC, SERVER_CLOSED)
+STREAM_TYPES = (ReadEvent.type, QuietEvent.type, RESYNC, SERVER_CLOSED)
 # Payload fields the server sets on delivery or on every event; no producer may set them.
 SERVER_FIELDS = ("notification_id", "v", "source")
 

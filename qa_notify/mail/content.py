@@ -104,6 +104,8 @@ def subject_for(kind: str, summary: Summary) -> str:
     """Return the subject line: the one group's headline, or how many updates there are."""
     if kind == "digest":
         subject = f"Your daily digest: {summary.groups} update{'s' if summary.groups != 1 else ''}"
+    elif kind == "quiet":
+        subject = f"{summary.groups} update{'s' if summary.groups != 1 else ''} while notifications were paused"
     elif summary.groups == 1 and summary.lines:
         subject = summary.lines[0].headline
     else:
