@@ -37,7 +37,7 @@
   var STREAM_URL = body.dataset.streamUrl || "/notifications";
   // The inbox types the page names in addEventListener; every other type arrives unnamed.
   var NAMED_TYPES = ["new_answers", "new_question", "broadcast", "mention"];
-  var CONTROL_TYPES = ["read", "resync", "server_closed"];
+  var CONTROL_TYPES = ["read", "quiet", "resync", "server_closed"];
   var LAST_ID_KEY = "qa-notify:" + userId + ":last-event-id";
   var DESKTOP_KEY = "qa-notify:" + userId + ":desktop";
   var TOAST_MS = 6000; // a toast's life, renewed by each event of its group
@@ -443,6 +443,8 @@
       forgetReadGroups(data);
       setBadge(data.unread_count);
       markInboxItemsRead(data);
+    } else if (type === "quiet") {
+      if (window.qaNotifyQuiet) window.qaNotifyQuiet.update(data); // js/quiet.js: the server's word
     } else if (type === "resync") {
       refreshUnread();
     } else if (type === "server_closed") {
@@ -457,6 +459,7 @@
   // A toast in the tab the user looks at, or, with every tab hidden and desktop
   // notifications on, one OS notification from the leader.
   function present(burst) {
+    if (window.qaNotifyQuiet && window.qaNotifyQuiet.isQuiet()) return; // snoozed or quiet hours
     if (!anyTabVisible() && desktopWanted()) {
       if ((isLeader || !canElect) && !showDesktop(burst)) showToast(burst);
       return;
