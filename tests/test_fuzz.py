@@ -19,7 +19,8 @@ from .live import WebProcess
 
 # Field names the endpoints read, so the fuzz reaches past "missing field" checks.
 KNOWN_KEYS = ["username", "password", "current_password", "new_password", "remember", "title", "body",
-              "topics", "name", "ids", "all", "muted", "message", "role"]  # fmt: skip
+              "topics", "name", "ids", "all", "muted", "message", "role",
+              "time_zone", "quiet_start", "quiet_end", "minutes", "until"]  # fmt: skip
 
 scalars = (
     st.none()
@@ -50,6 +51,8 @@ WRITE_ENDPOINTS = [
     ("PUT", "/api/users/{u}/role"),
     ("POST", "/api/notifications/read"),
     ("PUT", "/api/preferences"),
+    ("PUT", "/api/preferences/quiet"),
+    ("POST", "/api/preferences/snooze"),
     ("POST", "/api/admin/broadcast"),
 ]
 READ_ENDPOINTS = ["/api/notifications", "/api/notifications/poll", "/api/questions/{q}", "/api/topics", "/api/me"]
