@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, bindparam, func, or_, select, update
 
 from .. import quiet
 from ..extensions import db
@@ -80,13 +80,16 @@ def track_quiet_periods(enqueue: Callable[[list[int]], object], now: datetime | 
 
 
 def _record_starts(began: list[dict]) -> None:
-    """Set ``quiet_summary_from`` of users whose period began (where no other run did)."""
-    for item in began:
-        db.session.execute(
-            update(User)
-            .where(User.id == item["uid"], User.quiet_summary_from.is_(None))
-            .values(quiet_summary_from=item["start"])
-        )
+    """Set ``quiet_summary_from`` of users whose period began (where no other run did): one executemany."""
+    if not began:
+        return
+    users = User.__table__
+    db.session.execute(
+        users.update()
+        .where(users.c.id == bindparam("uid"), users.c.quiet_summary_from.is_(None))
+        .values(quiet_summary_from=bindparam("start")),
+        began,
+    )
     db.session.commit()
 
 
