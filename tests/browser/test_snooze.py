@@ -89,3 +89,30 @@ def test_a_snooze_from_another_device_reaches_an_open_tab_live(browser, stack, m
     answer(bob, qid, "After the snooze")
     page.wait_for_selector(".toast", timeout=10_000)
     context.close()
+
+
+def test_the_quiet_hours_card_says_what_is_wrong_and_saves_a_window(browser, stack, member):
+    ann = member("ann")
+    context = context_in_zone(browser, ann, "America/Sao_Paulo")
+    page = open_tab(context, "/preferences")
+    page.wait_for_selector("#quiet-hours .quiet-status:has-text('Notifications are on')", timeout=5_000)
+
+    page.fill("#quiet-start", "22:00")
+    page.fill("#quiet-end", "22:00")
+    page.get_by_role("button", name="Save quiet hours").click()
+    error = page.wait_for_selector("#quiet-hours .quiet-error:has-text('another time')", timeout=5_000)
+    assert error.is_visible()
+    assert ann.api.get("/api/preferences/quiet").json()["quiet_start"] is None
+
+    page.fill("#quiet-time-zone", "Not/A_Zone")
+    page.fill("#quiet-end", "07:30")
+    page.get_by_role("button", name="Save quiet hours").click()
+    page.wait_for_selector("#quiet-hours .quiet-error:has-text('IANA')", timeout=5_000)
+
+    page.fill("#quiet-time-zone", "Asia/Kolkata")
+    page.get_by_role("button", name="Save quiet hours").click()
+    page.wait_for_selector("#quiet-hours .quiet-error", state="hidden", timeout=5_000)
+    saved = ann.api.get("/api/preferences/quiet").json()
+    assert (saved["time_zone"], saved["quiet_start"], saved["quiet_end"]) == ("Asia/Kolkata", "22:00", "07:30")
+    assert "Quiet hours" in page.inner_text("#quiet-hours .quiet-status")
+    context.close()
