@@ -9,13 +9,16 @@ when the suite runs are a fixed ``now``.
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import sys
 import types
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from qa_notify import quiet
 from qa_notify.extensions import db
@@ -226,7 +229,6 @@ def test_quiet_users_answers_for_a_batch_in_one_query(app, make_user):
                 db.session.execute(update(User).where(User.id == uid).values(**values))
         db.session.commit()
         statements = []
-        from sqlalchemy import event
 
         def count(*_args):
             statements.append(1)
@@ -351,3 +353,13 @@ def test_the_digest_goes_at_seven_in_each_users_own_zone(app, smtp, login_as):
     assert [m["To"] for m in smtp.messages] == ["tokyo@example.org", "sleeper@example.org", "newyork@example.org"]
     assert all(m["Subject"] == "Your daily digest: 1 update" for m in smtp.messages)
     assert start_digests(app, datetime(2026, 6, 2, 12, 10)) == 0
+
+
+def test_every_page_comes_with_the_quiet_state_so_no_event_toasts_before_it_is_known(login_as):
+    ann = login_as("ann")
+    ann.post("/api/preferences/snooze", {"minutes": 60})
+    page = ann.get("/").get_data(as_text=True)
+    attribute = re.search(r"data-quiet='([^']*)'", page)
+    assert attribute, "no data-quiet on the page"
+    shown = json.loads(html.unescape(attribute.group(1)))
+    assert shown["quiet"] is True and shown["until"] == state(ann)["until"]

@@ -7,14 +7,32 @@ time_zone_set, quiet_start, quiet_end}``, which is also what the page acts on.
 
 from __future__ import annotations
 
+import logging
+
 from flask import jsonify
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import quiet
+from ..extensions import db
 from ..jsonapi import APIError, api_login_required, json_body
 from . import bp
 
+log = logging.getLogger(__name__)
 QUIET_FIELDS = {"time_zone", "quiet_start", "quiet_end"}
+
+
+@bp.app_context_processor
+def inject_quiet_state() -> dict:
+    """Give every page the user's quiet state, so it knows before its first event (js/quiet.js)."""
+    if not current_user.is_authenticated:
+        return {}
+    try:
+        return {"quiet_state": quiet.quiet_state(current_user)}
+    except SQLAlchemyError:  # the error page must still render when the database is what failed
+        db.session.rollback()
+        log.warning("quiet state unavailable", exc_info=True)
+        return {}
 
 
 @bp.get("/api/preferences/quiet")

@@ -77,14 +77,27 @@
     try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; } catch (e) { return null; }
   }
 
+  // The first time, the browser's zone becomes the user's (they can change it on the card).
+  function adoptBrowserZone(data) {
+    var zone = browserTimeZone();
+    if (data.time_zone_set || !zone) return;
+    request("PUT", API, { time_zone: zone }).then(update, function () { /* not an IANA name: keep UTC */ });
+  }
+
   function refresh() {
     return request("GET", API).then(function (data) {
       update(data);
-      var zone = browserTimeZone();
-      if (!data.time_zone_set && zone) {
-        return request("PUT", API, { time_zone: zone }).then(update, function () { /* not an IANA name: keep UTC */ });
-      }
+      adoptBrowserZone(data);
     }).catch(function () { schedule(); });
+  }
+
+  // The page came with the state (base.html's data-quiet), so no event can toast before we know.
+  function start() {
+    var initial = null;
+    try { initial = JSON.parse(body.dataset.quiet || "null"); } catch (e) { initial = null; }
+    if (!initial || typeof initial !== "object") return refresh();
+    update(initial);
+    adoptBrowserZone(initial);
   }
 
   // ---- the preferences page's card ------------------------------------------------------
@@ -151,5 +164,5 @@
 
   window.qaNotifyQuiet = { isQuiet: isQuiet, update: update };
   setUpCard();
-  refresh();
+  start();
 })();
