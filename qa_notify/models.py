@@ -78,6 +78,10 @@ class User(UserMixin, db.Model):
     # (set while one is owed: the mail server was down, or refused before taking it).
     email_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     email_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The language the user chose (qa_notify.i18n.LANGUAGES), or None: their browser's, which
+    # is saved at each sign-in for what is written to them outside a request (emails, pushes).
+    locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    browser_locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
     # -- Quiet hours and snooze (qa_notify.quiet) --
     # The user's IANA time zone; None until the browser or the user sets one (UTC is used).
     time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
+from flask_babel import gettext as _
 from sqlalchemy import or_, select
 
 from .events import bus
@@ -74,7 +75,7 @@ def time_zone_names() -> frozenset[str]:
 def valid_time_zone(name: object) -> str:
     """Return ``name`` if it is an IANA time zone name; raise ValueError otherwise (paths, garbage)."""
     if not isinstance(name, str) or not name or len(name) > MAX_TIME_ZONE or name not in time_zone_names():
-        raise ValueError("'time_zone' must be an IANA time zone name, such as Europe/Paris or UTC")
+        raise ValueError(_("'time_zone' must be an IANA time zone name, such as Europe/Paris or UTC"))
     return name
 
 
@@ -99,7 +100,7 @@ def parse_clock(value: object) -> int | None:
         match = _CLOCK.match(value.strip())
         if match:
             return int(match.group(1)) * 60 + int(match.group(2))
-    raise ValueError('quiet hours are times of day, "HH:MM" (00:00 to 23:59)')
+    raise ValueError(_('Quiet hours are times of day, "HH:MM" (00:00 to 23:59).'))
 
 
 def format_clock(minutes: int | None) -> str | None:
@@ -157,7 +158,7 @@ def quiet_until(settings: QuietSettings, now: datetime) -> datetime | None:
     """
     end = None
     moment = now
-    for _ in range(4):  # snooze -> window -> snooze ...: a few steps at most
+    for _step in range(4):  # snooze -> window -> snooze ...: a few steps at most
         ends = []
         if settings.snooze_until is not None and settings.snooze_until > moment:
             ends.append(settings.snooze_until)
@@ -242,12 +243,12 @@ def set_quiet_preferences(user_id: int, changes: dict) -> User:
     start, end = user.quiet_start, user.quiet_end
     if "quiet_start" in changes or "quiet_end" in changes:
         if "quiet_start" not in changes or "quiet_end" not in changes:
-            raise ValueError("give 'quiet_start' and 'quiet_end' together (both null for no quiet hours)")
+            raise ValueError(_("Give 'quiet_start' and 'quiet_end' together (both null for no quiet hours)."))
         start, end = parse_clock(changes["quiet_start"]), parse_clock(changes["quiet_end"])
         if (start is None) != (end is None):
-            raise ValueError("give both 'quiet_start' and 'quiet_end', or neither")
+            raise ValueError(_("Give both a start and an end of quiet hours, or neither."))
         if start is not None and start == end:
-            raise ValueError("quiet hours must end at another time than they start")
+            raise ValueError(_("Quiet hours must end at another time than they start."))
     user.time_zone, user.quiet_start, user.quiet_end = time_zone, start, end
     db.session.commit()
     tell_open_pages(user)
@@ -261,17 +262,17 @@ def snooze(user_id: int, minutes: int | None = None, until: str | None = None) -
     assert user is not None
     now = utcnow()
     if (minutes is None) == (until is None):
-        raise ValueError("give 'minutes' (1 to 10080) or 'until': \"tomorrow\"")
+        raise ValueError(_("Give 'minutes' (1 to %(num)d) or 'until': \"tomorrow\".", num=MAX_SNOOZE_MINUTES))
     if minutes is not None:
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 < minutes <= MAX_SNOOZE_MINUTES:
-            raise ValueError(f"'minutes' must be a whole number from 1 to {MAX_SNOOZE_MINUTES}")
+            raise ValueError(_("'minutes' must be a whole number from 1 to %(num)d.", num=MAX_SNOOZE_MINUTES))
         end = now + timedelta(minutes=minutes)
     elif until == "tomorrow":
         morning = user.quiet_end if QuietSettings.of(user).has_window else TOMORROW_MORNING
         assert morning is not None
         end = next_local_time(user.time_zone, morning, now)
     else:
-        raise ValueError("'until' must be \"tomorrow\"")
+        raise ValueError(_("'until' must be \"tomorrow\"."))
     user.snooze_until = end.replace(microsecond=0)
     if user.quiet_summary_from is None:  # a period begins now (unless one already runs)
         user.quiet_summary_from = now

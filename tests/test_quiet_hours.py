@@ -363,3 +363,12 @@ def test_every_page_comes_with_the_quiet_state_so_no_event_toasts_before_it_is_k
     assert attribute, "no data-quiet on the page"
     shown = json.loads(html.unescape(attribute.group(1)))
     assert shown["quiet"] is True and shown["until"] == state(ann)["until"]
+
+
+def test_a_chinese_reader_reads_why_their_quiet_hours_were_refused(login_as):
+    ann = login_as("ann")
+    resp = ann.put(
+        "/api/preferences/quiet", {"quiet_start": "22:00", "quiet_end": "22:00"}, headers={"Accept-Language": "zh-CN"}
+    )
+    assert resp.status_code == 422
+    assert resp.get_json()["error"] == "免打扰时段的结束时间不能与开始时间相同。"

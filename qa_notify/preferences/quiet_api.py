@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import jsonify
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,10 +49,10 @@ def api_set_quiet():
     """Change the time zone and/or the quiet hours (``quiet_start`` and ``quiet_end`` together)."""
     data = json_body()
     if not QUIET_FIELDS & data.keys():
-        raise APIError(422, "give 'time_zone', or 'quiet_start' and 'quiet_end'")
+        raise APIError(422, _("Give 'time_zone', or 'quiet_start' and 'quiet_end'."))
     unknown = data.keys() - QUIET_FIELDS
     if unknown:
-        raise APIError(422, f"unknown field '{sorted(unknown)[0][:40]}'")
+        raise APIError(422, _("Unknown field '%(name)s'.", name=sorted(unknown)[0][:40]))
     try:
         user = quiet.set_quiet_preferences(current_user.id, {k: data[k] for k in QUIET_FIELDS & data.keys()})
     except ValueError as exc:
@@ -66,7 +67,7 @@ def api_snooze():
     data = json_body()
     unknown = data.keys() - {"minutes", "until"}
     if unknown:
-        raise APIError(422, f"unknown field '{sorted(unknown)[0][:40]}'")
+        raise APIError(422, _("Unknown field '%(name)s'.", name=sorted(unknown)[0][:40]))
     try:
         user = quiet.snooze(current_user.id, minutes=data.get("minutes"), until=data.get("until"))
     except ValueError as exc:

@@ -42,7 +42,7 @@
     }
     return fetch(url, options).then(function (resp) {
       return resp.json().catch(function () { return {}; }).then(function (data) {
-        if (!resp.ok) throw new Error(data && data.error ? data.error : "The server said " + resp.status);
+        if (!resp.ok) throw new Error(data && data.error ? data.error : say("failed", String(resp.status)));
         return data;
       });
     });
@@ -103,13 +103,21 @@
   // ---- the preferences page's card ------------------------------------------------------
 
   var card = document.getElementById("quiet-hours");
+  // The card's words in the reader's language (templates/preferences/_quiet_hours.html).
+  var WORDS = {};
+  try { WORDS = JSON.parse((card && card.dataset.words) || "{}"); } catch (e) { WORDS = {}; }
+
+  function say(key, when) {
+    var template = typeof WORDS[key] === "string" ? WORDS[key] : key;
+    return template.replace(/%\((when|status)\)s/g, function () { return when || ""; });
+  }
 
   function clock(iso) {
     var options = { weekday: "short", hour: "2-digit", minute: "2-digit" };
     try {
-      return new Date(iso).toLocaleString([], Object.assign({ timeZone: state.time_zone || "UTC" }, options));
+      return new Date(iso).toLocaleString(document.documentElement.lang || [], Object.assign({ timeZone: state.time_zone || "UTC" }, options));
     } catch (e) {
-      return new Date(iso).toLocaleString([], options);
+      return new Date(iso).toLocaleString(document.documentElement.lang || [], options);
     }
   }
 
@@ -117,10 +125,10 @@
     if (!card || !state) return;
     var snoozed = state.snoozed_until && when(state.snoozed_until) > Date.now();
     var status = card.querySelector(".quiet-status");
-    if (snoozed) status.textContent = "Snoozed until " + clock(state.until || state.snoozed_until) + ".";
-    else if (isQuiet() && state.until) status.textContent = "Quiet hours until " + clock(state.until) + ".";
-    else if (state.next_from) status.textContent = "Notifications are on. Quiet hours start " + clock(state.next_from) + ".";
-    else status.textContent = "Notifications are on.";
+    if (snoozed) status.textContent = say("snoozed", clock(state.until || state.snoozed_until));
+    else if (isQuiet() && state.until) status.textContent = say("quiet_until", clock(state.until));
+    else if (state.next_from) status.textContent = say("on_until_quiet", clock(state.next_from));
+    else status.textContent = say("on");
     card.dataset.quiet = isQuiet() ? "on" : "off";
     card.querySelector('[data-action="unsnooze"]').hidden = !snoozed;
     var form = card.querySelector("form");
