@@ -372,3 +372,13 @@ def test_a_chinese_reader_reads_why_their_quiet_hours_were_refused(login_as):
     )
     assert resp.status_code == 422
     assert resp.get_json()["error"] == "免打扰时段的结束时间不能与开始时间相同。"
+
+
+def test_the_beat_looks_for_due_digests_every_quarter_hour_and_for_quiet_periods_every_minute(app):
+    from workers import beat_schedule
+
+    schedule = beat_schedule(app)
+    digests = schedule["send-digests"]["schedule"]
+    # Every hour of the day is some zone's digest hour, and some zones are :30 or :45 off UTC.
+    assert digests.minute == {0, 15, 30, 45} and len(digests.hour) == 24
+    assert schedule["quiet-periods"] == {"task": "workers.track_quiet_periods", "schedule": 60.0}
