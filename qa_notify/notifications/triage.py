@@ -7,9 +7,10 @@ part of the item, as ``inbox.mark_read`` does, so an item never splits in two. R
   Archiving an unread item reads it too, so an archived item is always read and the badge
   never counts something the inbox does not show.
 - Mark unread sets ``read_at`` back to NULL (and un-archives): the item joins the unread
-  parts of its group, if any. The email scan and the digest look only at notifications
-  newer than what they already covered, so an old notification marked unread is never
-  emailed late.
+  parts of its group, if any. Email (``mail.scan``) never covers a notification twice,
+  the digest only what arrived since the last one, and the away email only what arrived
+  since the user was last seen with a page open, so marking unread from a page does not
+  get an old notification emailed late.
 - Every change that moves the badge is pushed to the user's open streams as a ``read``
   event (``unread: true`` for mark unread), the same path as mark read.
 """
