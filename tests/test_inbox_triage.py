@@ -295,3 +295,55 @@ def test_retention_deletes_only_long_read_notifications_in_bounded_batches(app, 
     schedule = beat_schedule(app)["purge-read-notifications"]
     assert schedule["task"] == "workers.purge_read_notifications"
     assert schedule["schedule"] == app.config["INBOX_RETENTION_SECONDS"]
+
+
+# -- the migration -----------------------------------------------------------------------
+
+
+def test_the_migration_fills_in_the_question_of_events_from_before_it(app):
+    import sqlalchemy as sa
+    from flask_migrate import upgrade
+
+    outbox = sa.table(
+        "outbox_events",
+        *(sa.column(name) for name in ("id", "event_type", "audience", "created_at", "attempts")),
+        sa.column("payload", sa.JSON),
+        sa.column("question_id", sa.Integer),
+    )
+    rows = [
+        (1, "new_answers", {"question_id": 7, "question_title": "Seven"}),
+        (2, "mention", {"question_id": 8}),
+        (3, "new_question", {"question_id": 9, "title": "Nine"}),
+        (4, "broadcast", {"broadcast_id": 1, "message": "hi"}),
+        (5, "deploy", {"question_id": 10, "text": "a producer's field, not ours"}),
+    ]
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        try:
+            upgrade(revision="5e8a1c3d7b90")  # the schema before inbox triage
+            with db.engine.begin() as conn:
+                conn.execute(
+                    outbox.insert(),
+                    [
+                        {
+                            "id": i,
+                            "event_type": t,
+                            "payload": p,
+                            "audience": "{}",
+                            "created_at": utcnow(),
+                            "attempts": 0,
+                        }
+                        for i, t, p in rows
+                    ],
+                )
+            upgrade()
+            with db.engine.connect() as conn:
+                found = dict(conn.execute(sa.select(outbox.c.id, outbox.c.question_id).order_by(outbox.c.id)).all())
+        finally:
+            db.drop_all()
+            with db.engine.begin() as conn:
+                conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+            db.create_all()
+    assert found == {1: 7, 2: 8, 3: 9, 4: None, 5: None}
