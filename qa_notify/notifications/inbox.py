@@ -69,8 +69,8 @@ class Group:
         }
 
 
-def _in_group(user_id: int, key: str, read_at: datetime | None):
-    """The WHERE clause selecting one group's parts."""
+def in_group(user_id: int, key: str, read_at: datetime | None):
+    """Return the WHERE clause selecting one item's parts: its group's, unread or read together at ``read_at``."""
     same_read = Notification.read_at.is_(None) if read_at is None else Notification.read_at == read_at
     return (Notification.user_id == user_id, key == GROUP, same_read)
 
@@ -120,7 +120,7 @@ def _actor_names(user_id: int, key: str, read_at: datetime | None) -> list[str]:
     payloads = db.session.scalars(
         select(OutboxEvent.payload)
         .join(Notification, Notification.outbox_id == OutboxEvent.id)
-        .where(*_in_group(user_id, key, read_at))
+        .where(*in_group(user_id, key, read_at))
         .order_by(Notification.id.desc())
         .limit(20)
     )

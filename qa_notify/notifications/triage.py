@@ -26,7 +26,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from ..events.types import EVENT_TYPE_PATTERN, ReadEvent
 from ..extensions import db
 from ..models import Notification, OutboxEvent, utcnow, valid_id
-from .inbox import GROUP, MAX_READ_IDS_TOLD, _in_group, tell_tabs, unread_count
+from .inbox import GROUP, MAX_READ_IDS_TOLD, in_group, tell_tabs, unread_count
 
 FLAG_VALUES = {"1": True, "true": True, "on": True, "0": False, "false": False, "": False}
 UPDATE_CHUNK = 500
@@ -109,7 +109,7 @@ def _parts_of(user_id: int, items: list[tuple[str, datetime | None]], *where: Co
     for key, read_at in items:
         query = (
             select(Notification.id).join(OutboxEvent, Notification.outbox_id == OutboxEvent.id)
-            .where(*_in_group(user_id, key, read_at), *where)
+            .where(*in_group(user_id, key, read_at), *where)
         )  # fmt: skip
         parts.update(db.session.scalars(query))
     return sorted(parts, reverse=True)
