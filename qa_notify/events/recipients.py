@@ -27,6 +27,7 @@ from ..models import (
     question_topics,
 )
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
+from .types import preference_key
 
 # Audiences read per question: who follows it (and its asker), or its topics and its author.
 _BY_QUESTION = ("new_question", "new_answer")
@@ -116,7 +117,7 @@ class Addressed:
 
 
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
-    """Return the (user, event type) pairs these users muted."""
+    """Return the (user, preference key) pairs these users turned off on every channel."""
     rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(MutedType.user_id.in_(user_ids)))
     return {(user_id, event_type) for user_id, event_type in rows}
 
@@ -125,11 +126,8 @@ def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]
     """Who of the candidates hears of ``event``: not the actor, not who was told of the same
     post another way (mentioned in it), not who muted its type. The one place of this rule."""
     told = parse_audience(event.audience).left_out()
-    return [
-        uid
-        for uid in candidates
-        if uid != event.exclude_user_id and uid not in told and (uid, event.event_type) not in muted
-    ]
+    key = preference_key(event.event_type)
+    return [uid for uid in candidates if uid != event.exclude_user_id and uid not in told and (uid, key) not in muted]
 
 
 def recipient_batches(
@@ -160,7 +158,7 @@ def everyone_select(audience: Everyone, event_type: str, exclude_user_id: int | 
     ``_exclude``'s rule in SQL (an audience for everyone leaves nobody out another way), so
     the inbox rows of a broadcast are one ``INSERT ... SELECT``, never read into Python.
     """
-    muted = exists().where(MutedType.user_id == User.id, MutedType.event_type == event_type)
+    muted = exists().where(MutedType.user_id == User.id, MutedType.event_type == preference_key(event_type))
     query = select(User.id).where(~muted)
     if audience.role:
         query = query.where(User.role == audience.role)

@@ -37,7 +37,7 @@
   var STREAM_URL = body.dataset.streamUrl || "/notifications";
   // The inbox types the page names in addEventListener; every other type arrives unnamed.
   var NAMED_TYPES = ["new_answers", "new_question", "broadcast", "mention"];
-  var CONTROL_TYPES = ["read", "resync", "server_closed"];
+  var CONTROL_TYPES = ["read", "preferences", "resync", "server_closed"];
   var LAST_ID_KEY = "qa-notify:" + userId + ":last-event-id";
   var DESKTOP_KEY = "qa-notify:" + userId + ":desktop";
   var TOAST_MS = 6000; // a toast's life, renewed by each event of its group
@@ -57,6 +57,8 @@
   var seenSet = new Set();
   var source = null;
   var retryDelay = 1000;
+  // The types whose in-app channel the user turned off (Preferences): counted, never toasted.
+  var silent = new Set((body.dataset.silent || "").split(" ").filter(Boolean));
 
   // ---- small helpers -------------------------------------------------------------------
 
@@ -446,9 +448,15 @@
 
   // ---- one event, in every tab ---------------------------------------------------------
 
+  function silenced(type) {
+    return silent.has(NAMED_TYPES.indexOf(type) >= 0 ? type : "producers");
+  }
+
   function handle(type, id, data) {
     if (!remember(id)) return;
-    if (type === "read") {
+    if (type === "preferences") {
+      silent = new Set(Array.isArray(data.silent) ? data.silent : []);
+    } else if (type === "read") {
       if (data.unread) markGroupsUnread(data); else forgetReadGroups(data);
       setBadge(data.unread_count);
       markInboxItemsRead(data);
@@ -459,7 +467,7 @@
     } else {
       countEvent(type, data);
       scheduleRefresh();
-      if (Date.now() - eventTime(id) < STALE_MS) present(joinBurst(type, id, data));
+      if (Date.now() - eventTime(id) < STALE_MS && !silenced(type)) present(joinBurst(type, id, data));
     }
   }
 
