@@ -78,6 +78,10 @@ class User(UserMixin, db.Model):
     # (set while one is owed: the mail server was down, or refused before taking it).
     email_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     email_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The language the user chose (qa_notify.i18n.LANGUAGES), or None: their browser's, which
+    # is saved at each sign-in for what is written to them outside a request (emails, pushes).
+    locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    browser_locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""
