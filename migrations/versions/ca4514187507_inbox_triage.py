@@ -1,7 +1,7 @@
 """inbox triage: archived notifications, the question an event is about, read_at for retention
 
 Revision ID: ca4514187507
-Revises: a1c4e7f20b36
+Revises: b7d2f9e4c1a8
 Create Date: 2026-12-02 10:45:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'ca4514187507'
-down_revision = 'a1c4e7f20b36'
+down_revision = 'b7d2f9e4c1a8'
 branch_labels = None
 depends_on = None
 
