@@ -50,6 +50,8 @@ WRITE_ENDPOINTS = [
     ("POST", "/api/users/{u}/follow"),
     ("PUT", "/api/users/{u}/role"),
     ("POST", "/api/notifications/read"),
+    ("POST", "/api/notifications/unread"),
+    ("POST", "/api/notifications/archive"),
     ("PUT", "/api/preferences"),
     ("PUT", "/api/preferences/quiet"),
     ("POST", "/api/preferences/snooze"),
@@ -57,6 +59,7 @@ WRITE_ENDPOINTS = [
 ]
 READ_ENDPOINTS = ["/api/notifications", "/api/notifications/poll", "/api/questions/{q}", "/api/topics", "/api/me"]
 QUERY_KEYS = ["before", "limit", "after", "timeout", "last_event_id", "user", "user_id"]
+QUERY_KEYS += ["unread", "type", "question", "archived"]  # the inbox's filters
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

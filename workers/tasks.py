@@ -14,6 +14,7 @@ from qa_notify.events import drain, fanout, ingest, outbox
 from qa_notify.extensions import db
 from qa_notify.mail import confirm, scan, summary
 from qa_notify.metrics import instruments
+from qa_notify.notifications import retention
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -133,6 +134,13 @@ def track_quiet_periods() -> int:
 def send_quiet_summaries(user_ids: list[int]) -> dict:
     """Send each of these users the one summary (email, push) of the quiet period that ended."""
     return summary.send_summaries(user_ids)
+
+
+# Bounded per run and safe to repeat; a run lost with its worker is the next run's work.
+@shared_task(name="workers.purge_read_notifications", acks_late=False)
+def purge_read_notifications() -> int:
+    """Delete notifications read longer ago than the inbox keeps them (unread ones stay)."""
+    return retention.purge_read_notifications()
 
 
 @shared_task(name="workers.confirm_email")

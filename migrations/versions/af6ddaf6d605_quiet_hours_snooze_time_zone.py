@@ -1,7 +1,7 @@
 """quiet hours, snooze and time zone on users; the digest at the user's local hour
 
 Revision ID: af6ddaf6d605
-Revises: b7d2f9e4c1a8
+Revises: ca4514187507
 Create Date: 2026-12-02 10:45:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'af6ddaf6d605'
-down_revision = 'b7d2f9e4c1a8'
+down_revision = 'ca4514187507'
 branch_labels = None
 depends_on = None
 
