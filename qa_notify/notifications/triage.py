@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import gettext as _
 from sqlalchemy import ColumnElement, func, select, update
 
 from ..events.types import EVENT_TYPE_PATTERN, ReadEvent
@@ -73,14 +74,14 @@ def parse_filter(args: Mapping[str, str]) -> tuple[InboxFilter, list[str]]:
         raw = args.get(name)
         flags[name] = FLAG_VALUES.get(raw.strip().lower()) if raw is not None else False
         if flags[name] is None:
-            errors.append(f"'{name}' must be 1 or 0")
+            errors.append(_("'%(name)s' must be 1 or 0", name=name))
     event_type = args.get("type") or None
     if event_type is not None and not EVENT_TYPE_PATTERN.match(event_type):
-        errors.append("'type' must be an event type such as new_answers")
+        errors.append(_("'type' must be an event type such as new_answers"))
         event_type = None
     question_id = _question_arg(args.get("question"))
     if question_id == 0:
-        errors.append("'question' must be a question id")
+        errors.append(_("'question' must be a question id"))
     found = InboxFilter(bool(flags["unread"]), event_type, question_id or None, bool(flags["archived"]))
     return found, errors
 

@@ -6,6 +6,8 @@ import logging
 from urllib.parse import parse_qsl, urlencode
 
 from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,10 +69,10 @@ def inbox_page():
     raw_before = request.args.get("before")
     before = id_arg(raw_before)
     if raw_before is not None and before is None:
-        flash("That page does not exist; here are your newest notifications.", "error")
+        flash(_("That page does not exist; here are your newest notifications."), "error")
     found, errors = parse_filter(request.args)
     for error in errors:
-        flash(f"Filter ignored: {error}.", "error")
+        flash(_("Filter ignored: %(reason)s.", reason=error), "error")
     items = list_groups(current_user.id, before, PAGE_SIZE + 1, found.where())
     older = items[PAGE_SIZE - 1].id if len(items) > PAGE_SIZE else None
     return render_template(
@@ -86,7 +88,7 @@ def inbox_page():
 
 def _back_to_inbox(form: MarkReadForm):
     """Redirect to the inbox page (and filter) the form was sent from."""
-    found, _ = parse_filter(dict(parse_qsl(form.view.data or "")))
+    found, _problems = parse_filter(dict(parse_qsl(form.view.data or "")))
     return redirect(url_for("notifications.inbox_page", before=id_arg(form.before.data), **found.args()))
 
 
@@ -102,13 +104,14 @@ def triage_page(action: str):
     raw = (form.ids.data or "").split()
     ids = [i for i in map(id_arg, raw) if i is not None]
     if not ids or len(ids) != len(raw) or len(ids) > MAX_IDS:
-        flash("Choose which notifications to change.", "error")
+        flash(_("Choose which notifications to change."), "error")
         return back
-    changed, _ = (mark_unread if action == "unread" else archive)(current_user.id, ids)
-    noun = "notification" if len(changed) == 1 else "notifications"
-    flash(
-        f"Marked {len(changed)} {noun} unread." if action == "unread" else f"Archived {len(changed)} {noun}.", "success"
-    )
+    changed, _count = (mark_unread if action == "unread" else archive)(current_user.id, ids)
+    if action == "unread":
+        done = ngettext("Marked %(num)d notification unread.", "Marked %(num)d notifications unread.", len(changed))
+    else:
+        done = ngettext("Archived %(num)d notification.", "Archived %(num)d notifications.", len(changed))
+    flash(done, "success")
     return back
 
 
@@ -123,13 +126,12 @@ def mark_read_page():
         return back
     if form.all.data:
         mark_read(current_user.id, None)
-        flash("All notifications marked read.", "success")
+        flash(_("All notifications marked read."), "success")
         return back
     ids = [id_arg(part) for part in (form.ids.data or "").split()]
     if not ids or None in ids or len(ids) > MAX_IDS:
-        flash("Choose which notifications to mark read.", "error")
+        flash(_("Choose which notifications to mark read."), "error")
         return back
-    changed, _ = mark_read(current_user.id, ids)
-    noun = "notification" if len(changed) == 1 else "notifications"
-    flash(f"Marked {len(changed)} {noun} read.", "success")
+    changed, _count = mark_read(current_user.id, ids)
+    flash(ngettext("Marked %(num)d notification read.", "Marked %(num)d notifications read.", len(changed)), "success")
     return back
