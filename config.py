@@ -154,7 +154,7 @@ class Config:
     EMAIL_AWAY_SECONDS = _env_int("EMAIL_AWAY_SECONDS", 600)
     # At most one away email per user this often; everything pending goes in the next one.
     EMAIL_MIN_INTERVAL = _env_int("EMAIL_MIN_INTERVAL", 3600)
-    # The daily digest goes out at this hour (UTC).
+    # The daily digest goes out at this hour of each user's own time zone (UTC until they set one).
     EMAIL_DIGEST_HOUR = _env_int("EMAIL_DIGEST_HOUR", 7)
     # How often the beat looks for users to email (and for emails to retry).
     EMAIL_SCAN_SECONDS = _env_float("EMAIL_SCAN_SECONDS", 60.0)
@@ -164,8 +164,19 @@ class Config:
     EMAIL_UNSUBSCRIBE_MAX_AGE = _env_int("EMAIL_UNSUBSCRIBE_MAX_AGE", 30 * 24 * 3600)
     # How long the link that confirms a new address works.
     EMAIL_CONFIRM_MAX_AGE = _env_int("EMAIL_CONFIRM_MAX_AGE", 2 * 24 * 3600)
+    # -- Quiet hours and snooze (qa_notify.quiet, mail.summary) --
+    # How often the beat looks for quiet periods that began or ended (the summary follows an end).
+    QUIET_SCAN_SECONDS = _env_float("QUIET_SCAN_SECONDS", 60.0)
     # Absolute base of every link in an email (emails are read outside the site).
     SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/")
+    # Inbox retention (notifications.retention): notifications read more than this many days
+    # ago are deleted by the beat every INBOX_RETENTION_SECONDS, INBOX_RETENTION_BATCH ids per
+    # DELETE (each committed on its own), at most INBOX_RETENTION_MAX_BATCHES per run; unread
+    # ones are kept.
+    INBOX_RETENTION_DAYS = _env_int("INBOX_RETENTION_DAYS", 90)
+    INBOX_RETENTION_BATCH = _env_int("INBOX_RETENTION_BATCH", 5000)
+    INBOX_RETENTION_MAX_BATCHES = _env_int("INBOX_RETENTION_MAX_BATCHES", 100)
+    INBOX_RETENTION_SECONDS = _env_float("INBOX_RETENTION_SECONDS", 3600.0)
 
     # Web Push (qa_notify.push): notifications while no tab is open. The VAPID key pair signs
     # every push; VAPID_PRIVATE_KEY (PEM, or the raw key in base64url) wins over the key file,

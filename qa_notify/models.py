@@ -83,6 +83,19 @@ class User(UserMixin, db.Model):
     # is saved at each sign-in for what is written to them outside a request (emails, pushes).
     locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
     browser_locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # -- Quiet hours and snooze (qa_notify.quiet) --
+    # The user's IANA time zone; None until the browser or the user sets one (UTC is used).
+    time_zone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Quiet hours as minutes after local midnight (start == end is refused); None: none.
+    # A window may cross midnight (22:00-08:00 is start 1320, end 480).
+    quiet_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    quiet_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Snoozed until then (UTC); a past time means not snoozed.
+    snooze_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Set when a quiet period began (its start), cleared when its one summary was sent.
+    quiet_summary_from: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # When the daily digest run last took this user (the digest goes at their local hour).
+    digest_checked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""
@@ -283,6 +296,10 @@ class OutboxEvent(db.Model):
     # After a failed try it holds the row back until the next try is due.
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The question an event is about (answers, mentions, a new question), copied from the
+    # payload at emit time: an indexed column, so the inbox's question filter and reading a
+    # question's notifications when it is viewed are plain indexed lookups on any database.
+    question_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class Notification(db.Model):
@@ -303,7 +320,10 @@ class Notification(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Indexed on its own for the retention purge (read long ago, any user).
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    # Archived ("done"): out of the default inbox view; archiving reads it too.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The email that told the user of it (away email or digest), recorded before sending.
     email_id: Mapped[int | None] = mapped_column(
         ForeignKey("email_messages.id", ondelete="SET NULL"), nullable=True, index=True

@@ -187,7 +187,7 @@ def valid_entries(draw):
     return ("valid", body)
 
 
-RESERVED = {"read", "resync", "server_closed", "new_question", "new_answers", "broadcast"}
+RESERVED = {"read", "quiet", "resync", "server_closed", "new_question", "new_answers", "broadcast"}
 invalid_bytes = st.binary(max_size=60).filter(lambda b: not b.strip().startswith(b"{"))
 invalid_json = json_values.filter(lambda v: not (isinstance(v, dict) and "type" in v))
 deep = st.integers(40, 3000).map(lambda n: b'{"user": "alice", "type": "x", "payload": ' + b"[" * n + b"]" * n + b"}")

@@ -65,10 +65,14 @@ def beat_schedule(app: Flask) -> dict:
         "relay-outbox": {"task": tasks.relay_outbox.name, "schedule": app.config["OUTBOX_RELAY_SECONDS"]},
         "ingest-external": {"task": tasks.ingest_external.name, "schedule": app.config["INGEST_POLL_SECONDS"]},
         "scan-email": {"task": tasks.scan_email.name, "schedule": app.config["EMAIL_SCAN_SECONDS"]},
-        "send-digests": {
-            "task": tasks.send_digests.name,
-            "schedule": crontab(hour=app.config["EMAIL_DIGEST_HOUR"], minute=0),
+        "purge-read-notifications": {
+            "task": tasks.purge_read_notifications.name,
+            "schedule": app.config["INBOX_RETENTION_SECONDS"],
         },
+        # Every 15 minutes: the digest goes at EMAIL_DIGEST_HOUR local time, and some zones are
+        # a half or a quarter hour off UTC (scan.due_digests finds whose hour came).
+        "send-digests": {"task": tasks.send_digests.name, "schedule": crontab(minute="*/15")},
+        "quiet-periods": {"task": tasks.track_quiet_periods.name, "schedule": app.config["QUIET_SCAN_SECONDS"]},
     }
 
 

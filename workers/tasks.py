@@ -12,8 +12,9 @@ from sqlalchemy.exc import OperationalError
 
 from qa_notify.events import drain, fanout, ingest, outbox
 from qa_notify.extensions import db
-from qa_notify.mail import confirm, scan
+from qa_notify.mail import confirm, scan, summary
 from qa_notify.metrics import instruments
+from qa_notify.notifications import retention
 from qa_notify.push import delivery as push_delivery
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,28 @@ def scan_email() -> int:
 
 @shared_task(name="workers.send_digests")
 def send_digests() -> int:
-    """Start the daily digest: every digest user, in small chunks."""
+    """Start the daily digest of every user whose local digest hour came, in small chunks."""
     return scan.start_digests(lambda kind, ids: enqueue(email_users, kind, ids))
+
+
+@shared_task(name="workers.track_quiet_periods")
+def track_quiet_periods() -> int:
+    """Record quiet periods that began; hand users whose period ended to ``send_quiet_summaries``."""
+    return summary.track_quiet_periods(lambda ids: enqueue(send_quiet_summaries, ids))
+
+
+# Acknowledged on receipt, like email_users: a summary is sent at most once (a compare-and-set).
+@shared_task(name="workers.send_quiet_summaries", acks_late=False)
+def send_quiet_summaries(user_ids: list[int]) -> dict:
+    """Send each of these users the one summary (email, push) of the quiet period that ended."""
+    return summary.send_summaries(user_ids)
+
+
+# Bounded per run and safe to repeat; a run lost with its worker is the next run's work.
+@shared_task(name="workers.purge_read_notifications", acks_late=False)
+def purge_read_notifications() -> int:
+    """Delete notifications read longer ago than the inbox keeps them (unread ones stay)."""
+    return retention.purge_read_notifications()
 
 
 @shared_task(name="workers.confirm_email")

@@ -118,13 +118,18 @@ class CustomEvent(Event):
 
 @dataclass(frozen=True)
 class ReadEvent(Event):
-    """Live-only: some of your notifications were marked read (in another tab, maybe)."""
+    """Live-only: some of your notifications were marked read (in another tab, maybe).
+
+    ``unread`` True: they were marked unread again (the inbox's "Mark unread"); the page
+    treats their groups as unread and takes ``unread_count`` for its badge either way.
+    """
 
     type: ClassVar[str] = "read"
     inbox: ClassVar[bool] = False
     ids: list[int]
     all: bool
     unread_count: int
+    unread: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,21 @@ class PreferencesEvent(Event):
     silent: list[str]
 
 
+@dataclass(frozen=True)
+class QuietEvent(Event):
+    """Live-only: the user's quiet state changed (snooze, quiet hours): no toasts until ``until``.
+
+    ``until`` and ``next_from`` are ISO times (UTC) or None; the page never works out quiet
+    hours itself (``qa_notify.quiet`` does).
+    """
+
+    type: ClassVar[str] = "quiet"
+    inbox: ClassVar[bool] = False
+    quiet: bool
+    until: str | None
+    next_from: str | None
+
+
 BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, Mention.type, BroadcastEvent.type)
 # Every type an external producer names is one row of the preferences: ``producers``.
 PRODUCER_TYPES = "producers"
@@ -148,7 +168,7 @@ MUTEABLE_TYPES = (*BUILTIN_TYPES, PRODUCER_TYPES)
 RESYNC = "resync"
 SERVER_CLOSED = "server_closed"
 # Types only the stream itself sends; nobody else may name them.
-STREAM_TYPES = (ReadEvent.type, PreferencesEvent.type, RESYNC, SERVER_CLOSED)
+STREAM_TYPES = (ReadEvent.type, PreferencesEvent.type, QuietEvent.type, RESYNC, SERVER_CLOSED)
 
 
 def preference_key(event_type: str) -> str:
@@ -163,6 +183,11 @@ SERVER_FIELDS = ("notification_id", "v", "source")
 def event_type_of(event: Event) -> str:
     """Return the wire name of ``event`` (a custom event's own name)."""
     return event.name if isinstance(event, CustomEvent) else event.type
+
+
+def question_id_of(event: Event) -> int | None:
+    """Return the id of the question ``event`` is about (answers, mentions, a new question), else None."""
+    return event.question_id if isinstance(event, NewQuestion | PostEvent) else None
 
 
 def excerpt(text: str, limit: int = 140) -> str:

@@ -3,7 +3,8 @@
 The path, one way through like the live one::
 
     beat: scan_email every EMAIL_SCAN_SECONDS      scan.due_away / scan.due_retries (keyset chunks)
-          send_digests at EMAIL_DIGEST_HOUR         scan.digest_users
+          send_digests every 15 min (local hour)   scan.due_digests (users whose EMAIL_DIGEST_HOUR came)
+          track_quiet_periods every QUIET_SCAN_SECONDS  summary.track_quiet_periods (periods begun/ended)
         │  one task per chunk of users              workers.email_users
         ▼
     scan.email_away / scan.email_digest             which notifications, presence (quota.presence)
@@ -22,6 +23,8 @@ The rules (the README's "Email for people who are away" says the same):
   backoff). A record left ``sending`` (the worker died mid-send) is never sent again: it is
   marked ``abandoned`` after ``EMAIL_SENDING_GRACE_SECONDS``. An email can be lost that
   way, never doubled; the inbox keeps everything.
+- Never while quiet (``qa_notify.quiet``): a quiet user is skipped; when the quiet period
+  ends, one summary (``summary``) covers what arrived during it.
 """
 
 import logging

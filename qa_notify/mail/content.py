@@ -106,6 +106,12 @@ def subject_for(kind: str, summary: Summary) -> str:
     """Return the subject line: the one group's headline, or how many updates there are."""
     if kind == "digest":
         subject = ngettext("Your daily digest: %(num)d update", "Your daily digest: %(num)d updates", summary.groups)
+    elif kind == "quiet":
+        subject = ngettext(
+            "%(num)d update while notifications were paused",
+            "%(num)d updates while notifications were paused",
+            summary.groups,
+        )
     elif summary.groups == 1 and summary.lines:
         subject = summary.lines[0].headline
     else:

@@ -2,6 +2,14 @@
 
 Users are found in keyset chunks of ``CHUNK`` ids, each handed to a task, so a scan never
 holds more than one chunk however many users there are.
+
+Nobody is emailed while quiet (quiet hours or snooze, ``qa_notify.quiet``): a page of users
+is filtered with one query, and each task checks again. A user whose quiet period ended
+and whose summary is not sent yet (``quiet_summary_from``) waits for it (``mail.summary``).
+The daily digest goes at ``EMAIL_DIGEST_HOUR`` in each user's own time zone: the beat
+looks every 15 minutes for users whose local digest hour passed since their last digest
+run (one query per page of users) and who are not quiet; a user quiet at that hour gets
+it when the quiet period ends.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from flask import current_app
 from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import quiet
 from ..events import bus
 from ..events.announce import notification_announced_on
 from ..extensions import db
@@ -26,19 +35,27 @@ from .content import build_message
 log = logging.getLogger(__name__)
 CHUNK = 50
 SCAN_PAGE = 1000
+# A user's digest is looked for at most this often: the local hour comes round once a day
+# (23 or 25 hours apart across a DST change; sooner only if they moved to another zone).
+DIGEST_MIN_GAP = timedelta(hours=20)
 # A digest covers notifications at least this old, so rows a fan-out is still committing
 # (created a moment before the digest ran) fall in tomorrow's digest, not in no digest.
 DIGEST_SETTLE = timedelta(seconds=60)
 FIRST_DIGEST_SPAN = timedelta(days=1)
 
 
-def _chunks(query_page: Callable[[int], list[int]]) -> Iterator[list[int]]:
-    """Yield user ids in chunks of CHUNK, reading SCAN_PAGE ids at a time by keyset."""
+def _chunks(query_page: Callable[[int], list[int]], now: datetime | None = None) -> Iterator[list[int]]:
+    """Yield user ids in chunks of CHUNK, reading SCAN_PAGE ids at a time by keyset.
+
+    With ``now``, users quiet at that time are left out (one query per page).
+    """
     after = 0
     while True:
         ids = query_page(after)
-        for start in range(0, len(ids), CHUNK):
-            yield ids[start : start + CHUNK]
+        quiet_now = quiet.quiet_users(ids, now) if now is not None else set()
+        kept = [i for i in ids if i not in quiet_now]
+        for start in range(0, len(kept), CHUNK):
+            yield kept[start : start + CHUNK]
         if len(ids) < SCAN_PAGE:
             return
         after = ids[-1]
@@ -64,6 +81,7 @@ def _may_email(now: datetime):
         User.email != "",
         User.email_verified_at.is_not(None),
         or_(User.email_retry_at.is_(None), User.email_retry_at <= now),
+        User.quiet_summary_from.is_(None),  # quiet, or its summary not sent yet
     )
 
 
@@ -83,7 +101,7 @@ def due_away() -> Iterator[list[int]]:
             )
         )
 
-    return _chunks(page)
+    return _chunks(page, now)
 
 
 def due_digest_retries() -> Iterator[list[int]]:
@@ -101,24 +119,56 @@ def due_digest_retries() -> Iterator[list[int]]:
             )
         )
 
-    return _chunks(page)
+    return _chunks(page, now)
 
 
-def digest_users() -> Iterator[list[int]]:
-    """Yield chunks of every user in digest mode with an address."""
+def due_digests(now: datetime) -> Iterator[list[int]]:
+    """Yield chunks of digest users whose local ``EMAIL_DIGEST_HOUR`` passed since their last digest
+    run, who are not quiet; each chunk is claimed (``digest_checked_at``) before it is yielded.
 
-    def page(after: int) -> list[int]:
-        return list(
-            db.session.scalars(
-                select(User.id)
-                .where(User.id > after, User.email_mode == "digest", User.email.is_not(None), User.email != "")
-                .where(User.email_verified_at.is_not(None))
-                .order_by(User.id)
-                .limit(SCAN_PAGE)
+    A user never looked at is due at once (their first digest covers the past day).
+    """
+    hour = current_app.config["EMAIL_DIGEST_HOUR"] * 60
+    recent = now - DIGEST_MIN_GAP
+    columns = (User.id, User.time_zone, User.quiet_start, User.quiet_end, User.snooze_until, User.digest_checked_at)
+    after = 0
+    while True:
+        rows = db.session.execute(
+            select(*columns)
+            .where(User.id > after, User.email_mode == "digest", *_may_email(now))
+            .where(or_(User.digest_checked_at.is_(None), User.digest_checked_at <= recent))
+            .order_by(User.id)
+            .limit(SCAN_PAGE)
+        ).all()
+        due = [
+            row.id
+            for row in rows
+            if (
+                row.digest_checked_at is None or quiet.last_local_time(row.time_zone, hour, now) > row.digest_checked_at
             )
-        )
+            and quiet.quiet_until(quiet.QuietSettings(*row[1:5]), now) is None
+        ]
+        for start in range(0, len(due), CHUNK):
+            claimed = _claim_digests(due[start : start + CHUNK], now)
+            if claimed:
+                yield claimed
+        if len(rows) < SCAN_PAGE:
+            return
+        after = rows[-1].id
 
-    return _chunks(page)
+
+def _claim_digests(user_ids: list[int], now: datetime) -> list[int]:
+    """Mark these users' digest taken by this run; return those no other run took first."""
+    claimed = db.session.scalars(
+        update(User)
+        .where(User.id.in_(user_ids))
+        .where(or_(User.digest_checked_at.is_(None), User.digest_checked_at <= now - DIGEST_MIN_GAP))
+        .values(digest_checked_at=now)
+        .returning(User.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    db.session.commit()
+    return sorted(claimed)
 
 
 def _from_unix(seconds: float) -> datetime:
@@ -137,6 +187,8 @@ def email_away(user_id: int) -> str:
     if user is None:
         return "off"
     now = utcnow()
+    if quiet.is_quiet(user, now) or user.quiet_summary_from is not None:
+        return "quiet"
     if _backing_off(user, now):
         return "waiting"
     if user.last_emailed_at and user.last_emailed_at > now - timedelta(seconds=config["EMAIL_MIN_INTERVAL"]):
@@ -166,6 +218,11 @@ def email_digest(user_id: int) -> str:
     if user is None:
         return "off"
     now = utcnow()
+    if quiet.is_quiet(user, now):
+        # Quiet since the digest run took it: due again, and sent once the period ends.
+        db.session.execute(update(User).where(User.id == user_id).values(digest_checked_at=None))
+        db.session.commit()
+        return "quiet"
     if _backing_off(user, now):
         return "waiting"
     upper = now - DIGEST_SETTLE
@@ -182,6 +239,26 @@ def email_digest(user_id: int) -> str:
         db.session.execute(update(User).where(User.id == user_id).values(email_retry_at=None, email_failures=0))
         db.session.commit()
     return outcome
+
+
+def email_quiet_summary(user_id: int, since: datetime, upper: datetime) -> str:
+    """Email ``user_id`` (in "away" mode) the unread notifications of their quiet period, one email.
+
+    Called once per period by ``mail.summary``; return what happened (as ``email_away``).
+    """
+    user = _emailable(user_id, "away")
+    if user is None:
+        return "off"
+    if _backing_off(user, upper):  # owed emails wait; the away scan sends these with them
+        return "waiting"
+    window = [
+        Notification.user_id == user_id,
+        Notification.read_at.is_(None),
+        Notification.created_at >= since,
+        Notification.created_at <= upper,
+        notification_announced_on("email"),
+    ]
+    return _reserve_and_send(user, "quiet", window)
 
 
 def _emailable(user_id: int, mode: str) -> User | None:
@@ -286,10 +363,11 @@ def scan(enqueue: Callable[[str, list[int]], object]) -> int:
     return users
 
 
-def start_digests(enqueue: Callable[[str, list[int]], object]) -> int:
-    """Hand every digest user to ``enqueue("digest", user_ids)`` in chunks; return how many."""
+def start_digests(enqueue: Callable[[str, list[int]], object], now: datetime | None = None) -> int:
+    """Hand every digest user whose local digest hour came to ``enqueue("digest", user_ids)`` in
+    chunks; return how many."""
     users = 0
-    for chunk in digest_users():
+    for chunk in due_digests(now or utcnow()):
         enqueue("digest", chunk)
         users += len(chunk)
     return users

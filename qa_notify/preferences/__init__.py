@@ -8,4 +8,4 @@ from flask import Blueprint
 
 bp = Blueprint("preferences", __name__)
 
-from . import api, views  # noqa: E402, F401  (routes register themselves on bp)
+from . import api, quiet_api, views  # noqa: E402, F401  (routes register themselves on bp)

@@ -5,7 +5,8 @@ finds which of the batch's users have a device at all, and one task per event is
 for them (``deliver``), so the fan-out pays one indexed query per batch and never waits
 for a push service. ``deliver`` then, for each user:
 
-- ``push_wanted``: the user wants this type pushed (the preferences matrix's push column);
+- ``push_wanted``: the user wants this type pushed (the preferences matrix's push column)
+  and is not quiet (quiet hours, snooze);
 - not online: a user with an open stream saw it live (the away email's presence rule);
 - the group's gate: at most one push per user and group every PUSH_MIN_INTERVAL (a Redis
   key set NX with the outbox id, so a retry of the same push passes its own gate); a push
@@ -32,6 +33,7 @@ from ..events.announce import allowed
 from ..extensions import db
 from ..live.leases import presence
 from ..models import Notification, OutboxEvent, PushSubscription, utcnow
+from ..quiet import quiet_users
 from . import payload, sending, subscriptions, vapid
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,30 @@ def push_wanted(user_ids: Iterable[int], event_type: str) -> set[int]:
     """Return which of ``user_ids`` want ``event_type`` pushed to their devices.
 
     The preferences matrix's ``push`` column (``events.announce.allowed``: the type not
-    muted, and push not turned off for it). Every push decision goes through this one
-    function: quiet hours and snoozing are to be checked here too when they land.
+    muted, and push not turned off for it), less the users who are quiet now (quiet hours
+    or a snooze, ``qa_notify.quiet``: their period's summary tells them afterwards). Every
+    push decision goes through this one function.
     """
-    return allowed(user_ids, event_type, "push")
+    wanted = allowed(user_ids, event_type, "push")
+    return wanted - quiet_users(sorted(wanted))
+
+
+def send_summary(user_id: int, count: int) -> int:
+    """Push ``user_id`` the one summary of a quiet period ("3 updates while notifications were
+    paused"), unless a stream is open; return how many devices took it.
+
+    Called once per period by ``mail.summary`` (which makes it at most once); not retried.
+    """
+    own = subscriptions.devices_of([user_id])
+    r = bus.redis_client()
+    if not own or presence(r, user_id).online:
+        return 0
+    vapid.load_vapid()
+    push = payload.summary(user_id, count)
+    report = Report()
+    _send_to_devices(r, user_id, own, payload.encode(push), push["tag"], None, report)
+    db.session.commit()
+    return report.delivered
 
 
 def enqueue_pushes(deliveries: list[tuple[int, list[int]]], enqueue: Callable[[int, list[int]], object]) -> int:
@@ -146,11 +168,14 @@ def _through_gate(r, user_id: int, group: str, outbox_id: int, report: Report) -
     return False
 
 
-def _send_to_devices(r, user_id: int, own: list[PushSubscription], data: bytes, group: str, outbox_id: int, report):
-    """Send ``data`` to each of the user's devices that does not have it yet."""
+def _send_to_devices(
+    r, user_id: int, own: list[PushSubscription], data: bytes, group: str, outbox_id: int | None, report
+):
+    """Send ``data`` to each of the user's devices that does not have it yet (``outbox_id``
+    None: a push that is not an event's, sent once by its caller, with no marker)."""
     for device in own:
-        marker = channels.push_sent(user_id, device.id, outbox_id)
-        if r.exists(marker):
+        marker = channels.push_sent(user_id, device.id, outbox_id) if outbox_id is not None else None
+        if marker is not None and r.exists(marker):
             continue
         try:
             outcome = sending.send(device, data, group)
@@ -158,7 +183,8 @@ def _send_to_devices(r, user_id: int, own: list[PushSubscription], data: bytes, 
             log.exception("push to subscription %s failed", device.id)
             outcome = sending.Outcome(sending.REFUSED, detail=f"{type(exc).__name__}: {exc}")
         if outcome.status == sending.DELIVERED:
-            r.set(marker, 1, ex=SENT_MARKER_SECONDS)
+            if marker is not None:
+                r.set(marker, 1, ex=SENT_MARKER_SECONDS)
             device.last_used_at = utcnow()
             report.delivered += 1
         elif outcome.status == sending.GONE:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from flask_babel import force_locale
+from flask_babel import force_locale, ngettext
 from sqlalchemy import func, select
 
 from ..extensions import db
@@ -69,6 +69,15 @@ def build(user_id: int, event: OutboxEvent) -> dict | None:
         "count": int(count),
         "type": event.event_type,
     }
+
+
+def summary(user_id: int, count: int) -> dict:
+    """Return the push that ends a quiet period: how many notifications came meanwhile."""
+    with force_locale(locale_of(db.session.get(User, user_id))):
+        title = ngettext(
+            "%(num)d update while notifications were paused", "%(num)d updates while notifications were paused", count
+        )
+    return {"title": title, "body": "", "url": "/inbox", "tag": "quiet-summary", "count": count, "type": "summary"}
 
 
 def encode(push: dict, limit: int = MAX_PLAINTEXT) -> bytes:

@@ -115,3 +115,10 @@ def retry_after(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
+
+
+def send_summary(user_id: int, count: int) -> int:
+    """Push the summary of a quiet period to the user's devices (what ``mail.summary`` looks up)."""
+    from .delivery import send_summary as push_summary  # delivery imports this module
+
+    return push_summary(user_id, count)

@@ -37,7 +37,7 @@
   var STREAM_URL = body.dataset.streamUrl || "/notifications";
   // The inbox types the page names in addEventListener; every other type arrives unnamed.
   var NAMED_TYPES = ["new_answers", "new_question", "broadcast", "mention"];
-  var CONTROL_TYPES = ["read", "preferences", "resync", "server_closed"];
+  var CONTROL_TYPES = ["read", "preferences", "quiet", "resync", "server_closed"];
   var LAST_ID_KEY = "qa-notify:" + userId + ":last-event-id";
   var DESKTOP_KEY = "qa-notify:" + userId + ":desktop";
   var TOAST_MS = 6000; // a toast's life, renewed by each event of its group
@@ -224,7 +224,16 @@
     var items = document.querySelectorAll("li.notification[data-id]");
     var ids = new Set((data.ids || []).map(String));
     items.forEach(function (item) {
-      if (data.all || ids.has(item.dataset.id)) item.classList.remove("unread");
+      if (data.all || ids.has(item.dataset.id)) item.classList.toggle("unread", !!data.unread);
+    });
+  }
+
+  // "Mark unread" (a read event with unread: true): those groups count as unread again, so
+  // their next event leaves the badge alone.
+  function markGroupsUnread(data) {
+    (data.ids || []).forEach(function (id) {
+      var group = groupOfPart.get(String(id));
+      if (group) groupState.set(group, "unread");
     });
   }
 
@@ -461,9 +470,11 @@
     if (type === "preferences") {
       silent = new Set(Array.isArray(data.silent) ? data.silent : []);
     } else if (type === "read") {
-      forgetReadGroups(data);
+      if (data.unread) markGroupsUnread(data); else forgetReadGroups(data);
       setBadge(data.unread_count);
       markInboxItemsRead(data);
+    } else if (type === "quiet") {
+      if (window.qaNotifyQuiet) window.qaNotifyQuiet.update(data); // js/quiet.js: the server's word
     } else if (type === "resync") {
       refreshUnread();
     } else if (type === "server_closed") {
@@ -478,6 +489,7 @@
   // A toast in the tab the user looks at, or, with every tab hidden and desktop
   // notifications on, one OS notification from the leader.
   function present(burst) {
+    if (window.qaNotifyQuiet && window.qaNotifyQuiet.isQuiet()) return; // snoozed or quiet hours
     if (!anyTabVisible() && desktopWanted()) {
       if ((isLeader || !canElect) && !showDesktop(burst)) showToast(burst);
       return;
