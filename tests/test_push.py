@@ -404,3 +404,20 @@ def test_push_turned_off_for_a_type_keeps_it_in_the_inbox_but_sends_nothing(app,
     answer(bob, qid)
     assert asker.get("/api/notifications").get_json()["unread_count"] == 1
     assert push_service.hits == []
+
+
+def test_nothing_is_pushed_while_snoozed_then_one_summary_push(app, login_as, push_service):
+    asker = login_as("asker")
+    phone = push_service.browser()
+    subscribe(asker, phone)
+    qid = ask(asker, "Quiet please")
+    assert asker.post("/api/preferences/snooze", {"minutes": 60}).status_code == 200
+    for name in ("bob", "carl"):
+        answer(login_as(name), qid)
+    assert push_service.hits == []  # quiet: in the inbox, not pushed
+    assert asker.delete("/api/preferences/snooze").status_code == 200
+    with app.app_context():
+        assert app.extensions["celery"].tasks["workers.track_quiet_periods"].apply().get() == 1
+    [message] = push_service.messages_for(phone)
+    assert message["title"] == "2 updates while notifications were paused"
+    assert message["count"] == 2 and message["url"] == "/inbox" and message["tag"] == "quiet-summary"
