@@ -35,7 +35,13 @@ def build(user_id: int, event: OutboxEvent) -> dict | None:
     """Return the push for ``user_id`` of ``event``'s group, worded from its newest unread part
     and counting them all; None if the user read the group already (nothing to tell)."""
     key = group_of(event)
-    parts = (Notification.user_id == user_id, Notification.read_at.is_(None), GROUP.in_([key]))
+    # The group's parts as the inbox shows its item: unread, not archived.
+    parts = (
+        Notification.user_id == user_id,
+        Notification.read_at.is_(None),
+        Notification.archived_at.is_(None),
+        GROUP.in_([key]),
+    )
     count, actor_count = db.session.execute(
         select(func.count(), func.count(func.distinct(OutboxEvent.actor_id)))
         .select_from(Notification)
