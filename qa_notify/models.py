@@ -354,3 +354,29 @@ class Broadcast(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     author: Mapped[User | None] = relationship()
+
+
+# Watch levels (issue 18): how much a user hears of one question or topic. "normal" is the
+# default and has no row; a question's "watching" is its QuestionFollow row, so only its
+# "muted" is stored here; a topic's "watching" and "muted" are (its "normal" is following).
+WATCH_KINDS = ("question", "topic")
+WATCH_LEVELS = ("watching", "normal", "muted")
+
+
+class WatchLevel(db.Model):
+    """A user's watch level on a question or a topic, when it is not the default (see qa.watch).
+
+    ``target_id`` is a question's or a topic's id as ``kind`` says (no foreign key: neither
+    is ever deleted); events.recipients reads these rows once per batch of recipients.
+    """
+
+    __tablename__ = "watch_levels"
+    # Who watches one target at one level, in user id order: a topic's watchers are a
+    # keyset source of a new answer's recipients (events.recipients).
+    __table_args__ = (Index("ix_watch_levels_target", "kind", "target_id", "level", "user_id"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    target_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -3,8 +3,17 @@
 Recipients are computed in the database, ordered by user id and read in keyset batches, so
 an event for 100,000 followers never loads them all at once; the recipients of many small
 events are read together, one query per kind of audience. Who is left out (the actor, who
-was told another way, who muted the type) is one rule, ``_exclude``, for both; an event for
-everyone says the same rule in SQL (``everyone_select``), for one bulk insert.
+was told another way, who muted the type, who muted the question or its topic) is one rule,
+``_exclude``, for both; an event for everyone says the same rule in SQL (``everyone_select``),
+for one bulk insert.
+
+Watch levels (qa.watch): a topic's watchers are one more source of a new answer's
+audience; whoever muted the question an event is about, or one of its topics without
+watching the question itself, is left out of it, whatever made them a candidate (a follow,
+being the asker, a mention). Levels are read in ONE query per batch of candidates
+(``_silenced``), like muted types (``_muted``), never per recipient. A split fan-out's batch
+tasks carry user ids resolved at dispatch; ``still_recipients`` applies the follow graph and
+both mute rules to them again when they run, so a mute or an unfollow stops what is queued.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, exists, func, select, union
+from sqlalchemy import CompoundSelect, Select, and_, exists, func, select, union
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
@@ -24,9 +33,13 @@ from ..models import (
     TopicFollow,
     User,
     UserFollow,
+    WatchLevel,
     question_topics,
 )
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
+
+# A topic's watchers hear of every answer in its questions (qa.watch).
+_TOPIC_WATCHING = and_(WatchLevel.kind == "topic", WatchLevel.level == "watching")
 
 # Audiences read per question: who follows it (and its asker), or its topics and its author.
 _BY_QUESTION = ("new_question", "new_answer")
@@ -56,7 +69,12 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
         QuestionFollow.question_id.in_(question_ids)
     )
     author = pick(Question.id, Question.author_id).where(Question.id.in_(question_ids))
-    return union(followers, author)
+    watchers = (
+        pick(question_topics.c.question_id, WatchLevel.user_id)
+        .join(WatchLevel, and_(_TOPIC_WATCHING, WatchLevel.target_id == question_topics.c.topic_id))
+        .where(question_topics.c.question_id.in_(question_ids))
+    )
+    return union(followers, author, watchers)
 
 
 # One source of candidates: a SELECT of ``user_id`` and the column it is keyed on.
@@ -68,11 +86,17 @@ def _sources(audience: Audience) -> list[Source]:
     from an index (``(question_id, user_id)``, ``(topic_id, user_id)``, ...)."""
     if isinstance(audience, PostAudience):
         question = audience.question_id
+        topics = list(
+            db.session.scalars(select(question_topics.c.topic_id).where(question_topics.c.question_id == question))
+        )
         if audience.kind == QuestionFollowers.kind:
             followers = select(QuestionFollow.user_id).where(QuestionFollow.question_id == question)
             asker = select(Question.author_id.label("user_id")).where(Question.id == question)
-            return [(followers, QuestionFollow.user_id), (asker, Question.author_id)]
-        topics = db.session.scalars(select(question_topics.c.topic_id).where(question_topics.c.question_id == question))
+            watchers: list[Source] = [
+                (select(WatchLevel.user_id).where(_TOPIC_WATCHING, WatchLevel.target_id == topic), WatchLevel.user_id)
+                for topic in topics
+            ]
+            return [(followers, QuestionFollow.user_id), (asker, Question.author_id), *watchers]
         by_topic = [
             (select(TopicFollow.user_id).where(TopicFollow.topic_id == topic), TopicFollow.user_id) for topic in topics
         ]
@@ -121,14 +145,58 @@ def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     return {(user_id, event_type) for user_id, event_type in rows}
 
 
-def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]]) -> list[int]:
+def _question_of(audience: Audience | dict) -> int | None:
+    """Return the question an event is about (a post's, a mention's), or None."""
+    audience = parse_audience(audience)
+    return audience.question_id if isinstance(audience, PostAudience | Users) else None
+
+
+def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int]]:
+    """Return the (user, question) pairs of these users and questions that the user muted:
+    the question itself, or one of its topics while not watching (following) the question.
+
+    One query for all of them, whatever their number (a batch, or a drain's many events).
+    """
+    if not user_ids or not question_ids:
+        return set()
+    by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
+        WatchLevel.kind == "question",
+        WatchLevel.level == "muted",
+        WatchLevel.target_id.in_(question_ids),
+        WatchLevel.user_id.in_(user_ids),
+    )
+    watched = exists().where(
+        QuestionFollow.user_id == WatchLevel.user_id, QuestionFollow.question_id == question_topics.c.question_id
+    )
+    by_topic = (
+        select(WatchLevel.user_id, question_topics.c.question_id)
+        .join(question_topics, question_topics.c.topic_id == WatchLevel.target_id)
+        .where(
+            WatchLevel.kind == "topic",
+            WatchLevel.level == "muted",
+            question_topics.c.question_id.in_(question_ids),
+            WatchLevel.user_id.in_(user_ids),
+            ~watched,
+        )
+    )
+    return {(user_id, question_id) for user_id, question_id in db.session.execute(union(by_question, by_topic))}
+
+
+def _exclude(
+    event: Addressed, candidates: list[int], muted: set[tuple[int, str]], silenced: set[tuple[int, int]]
+) -> list[int]:
     """Who of the candidates hears of ``event``: not the actor, not who was told of the same
-    post another way (mentioned in it), not who muted its type. The one place of this rule."""
+    post another way (mentioned in it), not who muted its type, not who muted its question
+    (``silenced``, see ``_silenced``). The one place of this rule."""
     told = parse_audience(event.audience).left_out()
+    question = _question_of(event.audience)
     return [
         uid
         for uid in candidates
-        if uid != event.exclude_user_id and uid not in told and (uid, event.event_type) not in muted
+        if uid != event.exclude_user_id
+        and uid not in told
+        and (uid, event.event_type) not in muted
+        and (uid, question) not in silenced
     ]
 
 
@@ -142,15 +210,39 @@ def recipient_batches(
     audience = parse_audience(audience)
     event = Addressed(0, audience, event_type, exclude_user_id)
     sources = _sources(audience)
+    questions = _questions([event])
     after = 0
     while True:
         batch = list(db.session.scalars(_page(sources, after, batch_size)))
         if not batch:
             return
-        kept = _exclude(event, batch, _muted(batch))
+        kept = _exclude(event, batch, _muted(batch), _silenced(batch, questions))
         if kept:
             yield kept
         after = batch[-1]
+
+
+def _questions(events: list[Addressed]) -> set[int]:
+    """Return the questions these events are about."""
+    return {q for q in (_question_of(e.audience) for e in events) if q is not None}
+
+
+def still_recipients(
+    audience: Audience | dict, event_type: str, exclude_user_id: int | None, user_ids: list[int]
+) -> list[int]:
+    """Return those of ``user_ids`` (resolved earlier) who hear of the event now, ascending.
+
+    A split fan-out's batch waits in the queue after its ids were read: who unfollowed,
+    muted the question or its topic, or muted the type since is left out when it runs. One
+    query for membership in the audience, one for each mute rule, for the whole batch.
+    """
+    audience = parse_audience(audience)
+    if not user_ids or isinstance(audience, Everyone):
+        return sorted(set(user_ids))
+    members = [query.where(column.in_(user_ids)) for query, column in _sources(audience)]
+    candidates = sorted(set(db.session.scalars(union(*members) if len(members) > 1 else members[0])))
+    event = Addressed(0, audience, event_type, exclude_user_id)
+    return _exclude(event, candidates, _muted(candidates), _silenced(candidates, _questions([event])))
 
 
 def everyone_select(audience: Everyone, event_type: str, exclude_user_id: int | None) -> Select:
@@ -180,7 +272,8 @@ class Resolved:
 
 
 def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
-    """Resolve many events' recipients at once: one query per audience kind, one for mutes.
+    """Resolve many events' recipients at once: one query per audience kind, one for muted
+    types, one for muted questions and topics.
 
     An event with more than ``at_most`` candidates is left ``apart``, for
     ``recipient_batches``, and so is an event for everyone, for ``everyone_select``; the
@@ -195,10 +288,12 @@ def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
         except AudienceError as exc:
             resolved.unresolved[e.key] = exc
     candidates = _small_candidates(parsed, at_most, resolved.apart)
-    muted = _muted(sorted({uid for found in candidates.values() for uid in found}))
+    everybody = sorted({uid for found in candidates.values() for uid in found})
+    muted = _muted(everybody)
+    silenced = _silenced(everybody, _questions([e for e in parsed if e.key in candidates]))
     for e in parsed:
         if e.key in candidates:
-            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted)
+            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted, silenced)
     return resolved
 
 

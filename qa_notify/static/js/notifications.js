@@ -315,6 +315,7 @@
     close.addEventListener("click", function (e) { e.stopPropagation(); dismissToast(toast); });
     toast.appendChild(close);
     toast.dataset.url = described.url || "";
+    document.dispatchEvent(new CustomEvent("qa:toast", { detail: { toast: toast, data: burst.data } })); // watch.js
   }
 
   function dismissToast(toast) {
@@ -457,6 +458,8 @@
   // A toast in the tab the user looks at, or, with every tab hidden and desktop
   // notifications on, one OS notification from the leader.
   function present(burst) {
+    // watch.js cancels it for a question just muted in this browser (the event was in flight).
+    if (!document.dispatchEvent(new CustomEvent("qa:present", { cancelable: true, detail: burst.data }))) return;
     if (!anyTabVisible() && desktopWanted()) {
       if ((isLeader || !canElect) && !showDesktop(burst)) showToast(burst);
       return;
