@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, and_, exists, func, select, union
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, exists, func, select, union, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
@@ -38,6 +38,8 @@ from ..models import (
 )
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
 
+# Ids spread at most this many times their number apart are read as their range (``_among``).
+_DENSE = 4
 # A topic's watchers hear of every answer in its questions (qa.watch).
 _TOPIC_WATCHING = and_(WatchLevel.kind == "topic", WatchLevel.level == "watching")
 
@@ -139,10 +141,22 @@ class Addressed:
     exclude_user_id: int | None
 
 
+def _among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElement[bool]:
+    """``column`` is one of ``user_ids``, said the cheap way: the ids of a keyset batch lie
+    close together, and their range is one index range scan (the caller drops the few ids
+    in it that are not in the batch), where 2,000 ids in an IN list are 2,000 lookups."""
+    if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
+        return column.between(min(user_ids), max(user_ids))
+    return column.in_(user_ids)
+
+
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     """Return the (user, event type) pairs these users muted."""
-    rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(MutedType.user_id.in_(user_ids)))
-    return {(user_id, event_type) for user_id, event_type in rows}
+    rows = db.session.execute(
+        select(MutedType.user_id, MutedType.event_type).where(_among(MutedType.user_id, user_ids))
+    )
+    wanted = set(user_ids)
+    return {(user_id, event_type) for user_id, event_type in rows if user_id in wanted}
 
 
 def _question_of(audience: Audience | dict) -> int | None:
@@ -159,11 +173,12 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
     """
     if not user_ids or not question_ids:
         return set()
+    in_range = _among(WatchLevel.user_id, user_ids)
     by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
         WatchLevel.kind == "question",
         WatchLevel.level == "muted",
         WatchLevel.target_id.in_(question_ids),
-        WatchLevel.user_id.in_(user_ids),
+        in_range,
     )
     watched = exists().where(
         QuestionFollow.user_id == WatchLevel.user_id, QuestionFollow.question_id == question_topics.c.question_id
@@ -175,11 +190,13 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
             WatchLevel.kind == "topic",
             WatchLevel.level == "muted",
             question_topics.c.question_id.in_(question_ids),
-            WatchLevel.user_id.in_(user_ids),
+            in_range,
             ~watched,
         )
     )
-    return {(user_id, question_id) for user_id, question_id in db.session.execute(union(by_question, by_topic))}
+    wanted = set(user_ids)
+    rows = db.session.execute(union(by_question, by_topic))
+    return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
 
 
 def _exclude(
@@ -239,8 +256,10 @@ def still_recipients(
     audience = parse_audience(audience)
     if not user_ids or isinstance(audience, Everyone):
         return sorted(set(user_ids))
-    members = [query.where(column.in_(user_ids)) for query, column in _sources(audience)]
-    candidates = sorted(set(db.session.scalars(union(*members) if len(members) > 1 else members[0])))
+    members = [query.where(_among(column, user_ids)) for query, column in _sources(audience)]
+    wanted = set(user_ids)
+    found = db.session.scalars(union_all(*members) if len(members) > 1 else members[0])
+    candidates = sorted({uid for uid in found if uid in wanted})
     event = Addressed(0, audience, event_type, exclude_user_id)
     return _exclude(event, candidates, _muted(candidates), _silenced(candidates, _questions([event])))
 
