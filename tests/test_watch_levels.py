@@ -13,13 +13,13 @@ from dataclasses import replace
 
 import pytest
 import redis
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
 
 from qa_notify.events import channels, fanout
 from qa_notify.events.audiences import QuestionFollowers
 from qa_notify.events.recipients import recipient_batches
 from qa_notify.extensions import db
-from qa_notify.models import Notification, OutboxEvent, Topic
+from qa_notify.models import Notification, OutboxEvent, Topic, User
 
 
 def task(app, name: str):
@@ -223,7 +223,11 @@ def test_a_split_fan_out_already_queued_stops_for_who_muted_or_unfollowed(app, r
 
 def test_small_events_drained_together_leave_out_a_question_muted_while_they_waited(app, r, login_as, monkeypatch):
     make_topic(app, "sse")
-    first, second, watcher, answerer = (login_as(n) for n in ("first", "second", "watcher", "answerer"))
+    first = login_as("first")
+    with app.app_context():  # members in between: the candidates' ids lie far apart, as on a real site
+        db.session.execute(insert(User), [{"username": f"member{i}", "password_hash": "x"} for i in range(50)])
+        db.session.commit()
+    second, watcher, answerer = (login_as(n) for n in ("second", "watcher", "answerer"))
     tid = first.get("/api/topics").get_json()["topics"][0]["id"]
     set_level(watcher, "topics", tid, "watching")
     q1, q2 = ask(first, "One", ("sse",)), ask(second, "Two", ("sse",))
@@ -281,6 +285,11 @@ def test_the_pages_offer_levels_and_an_inbox_item_mutes_its_question_in_one_clic
     token = re.search(r'class="mute-question-form".*?name="csrf_token" value="([^"]+)"', inbox, re.S)[1]
     forged = follower.client.post(f"/watch/question/{qid}", data={"level": "muted", "back": "inbox"})
     assert forged.status_code == 400 and level_of(follower, "questions", qid) == "watching"
+    bad = follower.client.post(
+        f"/watch/question/{qid}", data={"level": "loud", "back": "inbox", "csrf_token": token}, follow_redirects=True
+    )
+    assert bad.status_code == 200 and "Choose a level." in bad.get_data(as_text=True)
+    assert level_of(follower, "questions", qid) == "watching"
     resp = follower.client.post(f"/watch/question/{qid}", data={"level": "muted", "back": "inbox", "csrf_token": token})
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/inbox")
     assert level_of(follower, "questions", qid) == "muted"

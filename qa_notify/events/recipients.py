@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, exists, func, select, union, union_all
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, exists, func, select, true, union, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
@@ -141,13 +141,19 @@ class Addressed:
     exclude_user_id: int | None
 
 
+def _dense_range(user_ids: list[int]) -> tuple[int, int] | None:
+    """The lowest and highest of ``user_ids`` if they lie close together (a keyset batch's), else None."""
+    if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
+        return min(user_ids), max(user_ids)
+    return None
+
+
 def _among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElement[bool]:
     """``column`` is one of ``user_ids``, said the cheap way: the ids of a keyset batch lie
     close together, and their range is one index range scan (the caller drops the few ids
     in it that are not in the batch), where 2,000 ids in an IN list are 2,000 lookups."""
-    if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
-        return column.between(min(user_ids), max(user_ids))
-    return column.in_(user_ids)
+    bounds = _dense_range(user_ids)
+    return column.between(*bounds) if bounds else column.in_(user_ids)
 
 
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
@@ -169,11 +175,15 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
     """Return the (user, question) pairs of these users and questions that the user muted:
     the question itself, or one of its topics while not watching (following) the question.
 
-    One query for all of them, whatever their number (a batch, or a drain's many events).
+    One query for all of them, whatever their number: a keyset batch's as their id range;
+    a drain's scattered candidates not at all (the mutes of these few questions and their
+    topics are read, and the users picked here), so it never carries a list of ids, however
+    many the drained events have together.
     """
     if not user_ids or not question_ids:
         return set()
-    in_range = _among(WatchLevel.user_id, user_ids)
+    bounds = _dense_range(user_ids)
+    in_range = WatchLevel.user_id.between(*bounds) if bounds else true()
     by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
         WatchLevel.kind == "question",
         WatchLevel.level == "muted",

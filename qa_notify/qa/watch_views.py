@@ -82,7 +82,8 @@ def watch(kind: str, target_id: int):
     form = watch_form(kind, "normal")
     back = form.back.data if form.back.data in BACK_TO else "page"
     if not form.validate_on_submit():
-        flash("Your form expired or chose no level; reload the page and try again.", "error")
+        expired = "csrf_token" in form.errors
+        flash("Your form expired; reload the page and try again." if expired else "Choose a level.", "error")
     else:
         set_watch_level(current_user._get_current_object(), kind, target_id, form.level.data)
         flash(f"{name}: {LEVEL_LABELS[kind][form.level.data]}.", "success")
