@@ -11,7 +11,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 # The fast tests on the lowest versions pyproject.toml allows, in a venv of their own.
 LOWEST := .venv-lowest
 
-.PHONY: install run run-cluster test test-cluster test-faults test-browser test-lowest bench lint format \
+.PHONY: install run run-cluster test test-cluster test-faults test-browser test-lowest bench lint format messages \
 	typecheck typecheck-baseline lock lock-upgrade clean
 
 # Exactly the locked versions, each file checked against its hash, then the project itself;
@@ -27,18 +27,33 @@ $(BENCH_STAMP): $(STAMP) $(BENCH_LOCK)
 	$(PY) -m pip install --quiet --require-hashes -r $(BENCH_LOCK)
 	touch $(BENCH_STAMP)
 
-install: $(STAMP)
+# The translation catalogs (qa_notify/translations/*/LC_MESSAGES/messages.po), compiled.
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard qa_notify/translations/*/LC_MESSAGES/messages.po))
 
-run: $(STAMP)
+%.mo: %.po $(STAMP)
+	$(VENV)/bin/pybabel compile --statistics -i $< -o $@
+
+install: $(STAMP) $(CATALOGS)
+
+# After changing wording: extract every marked string, add the new ones to each catalog
+# (then translate them; tests/test_i18n.py fails while one is missing or fuzzy).
+BABEL_KEYWORDS := -k _l -k lazy_gettext -k lazy_ngettext:1,2
+messages: $(STAMP)
+	$(VENV)/bin/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --sort-output --project qa_notify \
+		-o qa_notify/translations/messages.pot .
+	$(VENV)/bin/pybabel update -i qa_notify/translations/messages.pot -d qa_notify/translations \
+		--no-fuzzy-matching
+
+run: $(STAMP) $(CATALOGS)
 	$(PY) manage.py run
 
 # The scaled-out topology on this machine (docs/deployment.md): Valkey cluster, broker,
 # nginx if installed, two web processes, two workers.
-run-cluster: $(STAMP)
+run-cluster: $(STAMP) $(CATALOGS)
 	$(PY) manage.py run-cluster
 
 # TEST_ARGS narrows a run (CI's PostgreSQL pass leaves out what never touches the database).
-test: $(STAMP)
+test: $(STAMP) $(CATALOGS)
 	$(PY) -m pytest $(TEST_ARGS)
 
 # The contract suite against an embedded Valkey cluster (3 masters + 3 replicas): everything
@@ -48,13 +63,13 @@ test: $(STAMP)
 CLUSTER_SKIP := --ignore=tests/faults --ignore=tests/browser --ignore=tests/test_access.py \
 	--ignore=tests/test_logging.py --ignore=tests/test_cli.py --ignore=tests/test_console_script.py \
 	--ignore=tests/test_metrics.py --ignore=tests/test_monitoring_config.py
-test-cluster: $(STAMP)
+test-cluster: $(STAMP) $(CATALOGS)
 	QA_TEST_REDIS=cluster $(PY) -m pytest $(CLUSTER_SKIP)
 
-test-faults: $(STAMP)
+test-faults: $(STAMP) $(CATALOGS)
 	$(PY) -m pytest tests/faults
 
-test-browser: $(STAMP)
+test-browser: $(STAMP) $(CATALOGS)
 	$(PY) -m pytest tests/browser
 
 # Direct dependencies at the lowest versions pyproject.toml allows (theirs at the newest
@@ -63,13 +78,13 @@ test-browser: $(STAMP)
 # property and fuzz tests, the access matrix, bad input. About 5 minutes on 2 cores.
 LOWEST_TESTS := --ignore=tests/faults --ignore=tests/browser --ignore=tests/test_fuzz.py \
 	--ignore=tests/test_routing_property.py --ignore=tests/test_access.py --ignore=tests/test_bad_input.py
-test-lowest: $(STAMP)
+test-lowest: $(STAMP) $(CATALOGS)
 	rm -rf $(LOWEST)
 	UV_PYTHON_DOWNLOADS=never $(UV) venv --quiet --python $(PYTHON) $(LOWEST)
 	$(UV) pip install --quiet --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[test]'
 	$(LOWEST)/bin/python -m pytest -p no:cacheprovider $(LOWEST_TESTS)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(CATALOGS)
 	$(PY) -m bench
 
 # ruff, then the house rules: class and function sizes, no package cycle (.ci/structure.py).

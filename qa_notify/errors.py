@@ -8,12 +8,25 @@ import logging
 import redis
 import sqlalchemy.exc
 from flask import Flask, jsonify, make_response, render_template, request
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.exceptions import HTTPException
 
 from .logs import request_id
 
 log = logging.getLogger(__name__)
+
+# What a page says for an HTTP error that carries no message of ours (werkzeug's own words).
+PAGE_MESSAGES = {
+    400: _l("The request was not one this page understands."),
+    401: _l("Log in to see this page."),
+    403: _l("You may not see this page."),
+    404: _l("That page does not exist."),
+    405: _l("That page does not take this kind of request."),
+    413: _l("What you sent is too large."),
+    429: _l("Too many requests; wait a moment and try again."),
+}
 
 
 class SiteError(Exception):
@@ -71,7 +84,7 @@ def csrf_error(exc: CSRFError):
     return render_template(
         "error.html",
         code=400,
-        message="Your form expired. Go back, reload the page and try again.",
+        message=_("Your form expired. Go back, reload the page and try again."),
     ), 400
 
 
@@ -83,6 +96,8 @@ def http_error(exc: HTTPException):
         if exc.code == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+    if exc.description == type(exc).description and exc.code in PAGE_MESSAGES:
+        message = str(PAGE_MESSAGES[exc.code])  # werkzeug's English: say it in the reader's language
     return render_template("error.html", code=exc.code, message=message), exc.code
 
 
@@ -95,7 +110,7 @@ def backend_unavailable(exc: Exception):
 
     db.session.rollback()
     log.warning("%s %s: backend unavailable: %s", request.method, request.path, exc)
-    message = "the service is briefly unavailable; retry in a few seconds"
+    message = _("the service is briefly unavailable; retry in a few seconds")
     if wants_json():
         response = error_response(503, message)
     else:
@@ -113,5 +128,6 @@ def unexpected_error(exc: Exception):
     db.session.rollback()
     log.exception("unhandled error on %s %s", request.method, request.path)
     if wants_json():
-        return error_response(500, "internal error; it has been logged")
-    return render_template("error.html", code=500, message=InternalServerError.description), 500
+        return error_response(500, _("internal error; it has been logged"))
+    message = _("Something went wrong on our side. It has been logged; please try again.")
+    return render_template("error.html", code=500, message=message), 500

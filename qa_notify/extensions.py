@@ -2,6 +2,7 @@
 
 import os
 
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -21,6 +22,7 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 mail = Mail()
+babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
 
 

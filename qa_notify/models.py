@@ -78,6 +78,10 @@ class User(UserMixin, db.Model):
     # (set while one is owed: the mail server was down, or refused before taking it).
     email_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     email_retry_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The language the user chose (qa_notify.i18n.LANGUAGES), or None: their browser's, which
+    # is saved at each sign-in for what is written to them outside a request (emails, pushes).
+    locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    browser_locale: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``."""
@@ -215,12 +219,29 @@ class UserFollow(db.Model):
 
 
 class MutedType(db.Model):
-    """An event type a user chose not to receive."""
+    """An event type (or ``producers``, every producer's type) a user turned off on every channel.
+
+    The fan-out reads only this: such an event gets no inbox row at all. A type still on
+    somewhere is never here; its channels turned off are ``ChannelMute`` rows.
+    """
 
     __tablename__ = "muted_types"
 
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+
+class ChannelMute(db.Model):
+    """One channel (``in_app``, ``push``, ``email``) a user turned off for a type still on elsewhere.
+
+    The event is kept in the inbox; it is just not announced on this channel.
+    """
+
+    __tablename__ = "channel_mutes"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(8), primary_key=True)
 
 
 class OutboxEvent(db.Model):

@@ -10,7 +10,7 @@ from qa_notify.events import channels
 from qa_notify.events.connections import make_client
 from qa_notify.extensions import db
 from qa_notify.models import Notification, Question, Topic, User
-from qa_notify.notifications.inbox import set_muted_types
+from qa_notify.preferences.channels import set_muted_types
 from qa_notify.qa.service import ask_question, post_answer, set_follow
 
 from .conftest import flush_redis

@@ -1,7 +1,7 @@
 """watch levels per question and topic (watching, muted; normal has no row)
 
 Revision ID: 26eb870ad95d
-Revises: 5e8a1c3d7b90
+Revises: b7d2f9e4c1a8
 Create Date: 2026-12-02 10:45:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '26eb870ad95d'
-down_revision = '5e8a1c3d7b90'
+down_revision = 'b7d2f9e4c1a8'
 branch_labels = None
 depends_on = None
 

@@ -7,6 +7,7 @@ tries; it waits here, with its error, until an admin retries it after fixing the
 from __future__ import annotations
 
 from flask import flash, jsonify, redirect, render_template, url_for
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from ..events.outbox import failed_events, retry_failed
@@ -43,11 +44,11 @@ def deliveries_page():
 def retry_delivery_page(outbox_id: int):
     """Give a failed event a fresh set of tries."""
     if not RetryForm().validate_on_submit():
-        flash("Your form expired; reload the page and try again.", "error")
+        flash(_("Your form expired; reload the page and try again."), "error")
     elif retry_failed(outbox_id):
-        flash(f"Event {outbox_id} is being delivered again.", "success")
+        flash(_("Event %(id)s is being delivered again.", id=outbox_id), "success")
     else:
-        flash(f"Event {outbox_id} is not among the failed deliveries.", "error")
+        flash(_("Event %(id)s is not among the failed deliveries.", id=outbox_id), "error")
     return redirect(url_for("admin.deliveries_page"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf.csrf import generate_csrf
 
@@ -38,7 +39,7 @@ def api_login():
         field(data, "username", max_length=200), field(data, "password", max_length=10_000, strip=False)
     )
     if user is None:
-        raise APIError(401, "wrong username or password")
+        raise APIError(401, _("wrong username or password"))
     start_session(user, remember=bool(data.get("remember") is True))
     return jsonify(user.to_dict())
 

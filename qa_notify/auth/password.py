@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from ..extensions import db
@@ -20,9 +21,9 @@ def api_change_password():
     new = field(data, "new_password", max_length=MAX_PASSWORD, strip=False)
     user = current_user._get_current_object()
     if not user.check_password(current):
-        raise APIError(403, "current password is wrong")
+        raise APIError(403, _("current password is wrong"))
     if len(new) < MIN_PASSWORD:
-        raise APIError(422, f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+        raise APIError(422, _("password must be %(low)d-%(high)d characters", low=MIN_PASSWORD, high=MAX_PASSWORD))
     user.set_password(new)
     db.session.commit()
     invalidate_sessions(user, reason="password_changed")

@@ -9,6 +9,7 @@ import secrets
 
 import redis
 from flask import current_app, session
+from flask_babel import gettext as _
 from flask_login import login_user, logout_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -16,6 +17,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from ..errors import SiteError
 from ..events import bus
 from ..extensions import db, login_manager
+from ..i18n import browser_locale
 from ..mail.preferences import normalise_address
 from ..models import ROLES, User
 
@@ -78,9 +80,9 @@ def _revoke_session(sid: str) -> None:
 def validate_credentials(username: str, password: str) -> None:
     """Raise AccountError unless the username and password are acceptable for a new account."""
     if not USERNAME_PATTERN.match(username):
-        raise AccountError("username must be 3-40 letters, digits, '_', '.' or '-'")
+        raise AccountError(_("username must be 3-40 letters, digits, '_', '.' or '-'"))
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise AccountError(f"password must be {MIN_PASSWORD}-{MAX_PASSWORD} characters")
+        raise AccountError(_("password must be %(low)d-%(high)d characters", low=MIN_PASSWORD, high=MAX_PASSWORD))
 
 
 def register_user(username: str, password: str, role: str = "user", email: str | None = None) -> User:
@@ -93,7 +95,7 @@ def register_user(username: str, password: str, role: str = "user", email: str |
     except ValueError as exc:
         raise AccountError(str(exc)) from None
     if db.session.scalar(select(User.id).where(User.username == username)) is not None:
-        raise AccountError("username is taken", status=409)
+        raise AccountError(_("username is taken"), status=409)
     user = User(username=username, role=role, email=address)
     user.set_password(password)
     db.session.add(user)
@@ -135,6 +137,15 @@ def start_session(user: User, remember: bool = False) -> None:
     login_user(user)
     session.permanent = remember
     session["sid"] = secrets.token_urlsafe(16)
+    remember_browser_language(user)
+
+
+def remember_browser_language(user: User) -> None:
+    """Save the language this browser asks for, to write to the user in it when they are away."""
+    language = browser_locale()
+    if language and language != user.browser_locale:
+        user.browser_locale = language
+        db.session.commit()
 
 
 def end_session(user: User) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, StringField
@@ -24,18 +26,20 @@ from .service import (
 class LoginForm(FlaskForm):
     """Username and password."""
 
-    username = StringField("Username", validators=[DataRequired(), Length(max=40)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=MAX_PASSWORD)])
-    remember = BooleanField("Keep me signed in")
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(max=40)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(max=MAX_PASSWORD)])
+    remember = BooleanField(_l("Keep me signed in"))
 
 
 class RegisterForm(FlaskForm):
     """A new account."""
 
-    username = StringField("Username", validators=[DataRequired(), Length(min=3, max=40)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD)])
-    confirm = PasswordField("Repeat password", validators=[DataRequired(), EqualTo("password", "Passwords differ.")])
-    email = EmailField("Email (optional)", validators=[Length(max=254)])
+    username = StringField(_l("Username"), validators=[DataRequired(), Length(min=3, max=40)])
+    password = PasswordField(_l("Password"), validators=[DataRequired(), Length(min=MIN_PASSWORD, max=MAX_PASSWORD)])
+    confirm = PasswordField(
+        _l("Repeat password"), validators=[DataRequired(), EqualTo("password", _l("Passwords differ."))]
+    )
+    email = EmailField(_l("Email (optional)"), validators=[Length(max=254)])
 
 
 class LogoutForm(FlaskForm):
@@ -58,7 +62,7 @@ def login():
         if user is not None:
             start_session(user, remember=form.remember.data)
             return redirect(_safe_next(request.args.get("next")))
-        flash("Wrong username or password.", "error")
+        flash(_("Wrong username or password."), "error")
     return render_template("auth/login.html", form=form)
 
 
@@ -75,7 +79,7 @@ def register():
             flash(str(exc), "error")
         else:
             start_session(user)
-            flash(f"Welcome, {user.username}!", "success")
+            flash(_("Welcome, %(name)s!", name=user.username), "success")
             return redirect(url_for("qa.home"))
     return render_template("auth/register.html", form=form)
 
@@ -87,7 +91,7 @@ def logout():
     form = LogoutForm()
     if form.validate_on_submit():
         end_session(current_user._get_current_object())
-        flash("You are signed out.", "success")
+        flash(_("You are signed out."), "success")
         return redirect(url_for("auth.login"))
-    flash("Your form expired; try again.", "error")
+    flash(_("Your form expired; reload the page and try again."), "error")
     return redirect(url_for("qa.home"))

@@ -37,6 +37,7 @@ from ..models import (
     question_topics,
 )
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
+from .types import preference_key
 
 # Ids spread at most this many times their number apart are read as their range (``_among``).
 _DENSE = 4
@@ -157,7 +158,7 @@ def _among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnEle
 
 
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
-    """Return the (user, event type) pairs these users muted."""
+    """Return the (user, preference key) pairs these users turned off on every channel."""
     rows = db.session.execute(
         select(MutedType.user_id, MutedType.event_type).where(_among(MutedType.user_id, user_ids))
     )
@@ -216,13 +217,14 @@ def _exclude(
     post another way (mentioned in it), not who muted its type, not who muted its question
     (``silenced``, see ``_silenced``). The one place of this rule."""
     told = parse_audience(event.audience).left_out()
+    key = preference_key(event.event_type)
     question = _question_of(event.audience)
     return [
         uid
         for uid in candidates
         if uid != event.exclude_user_id
         and uid not in told
-        and (uid, event.event_type) not in muted
+        and (uid, key) not in muted
         and (uid, question) not in silenced
     ]
 
@@ -281,7 +283,7 @@ def everyone_select(audience: Everyone, event_type: str, exclude_user_id: int | 
     ``_exclude``'s rule in SQL (an audience for everyone leaves nobody out another way), so
     the inbox rows of a broadcast are one ``INSERT ... SELECT``, never read into Python.
     """
-    muted = exists().where(MutedType.user_id == User.id, MutedType.event_type == event_type)
+    muted = exists().where(MutedType.user_id == User.id, MutedType.event_type == preference_key(event_type))
     query = select(User.id).where(~muted)
     if audience.role:
         query = query.where(User.role == audience.role)

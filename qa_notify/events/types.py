@@ -127,13 +127,35 @@ class ReadEvent(Event):
     unread_count: int
 
 
+@dataclass(frozen=True)
+class PreferencesEvent(Event):
+    """Live-only: your notification settings changed (in another tab, maybe).
+
+    ``silent``: the preference keys (``preference_key``) whose in-app channel is off; the
+    page keeps counting their events in the badge and inbox but shows no toast for them.
+    """
+
+    type: ClassVar[str] = "preferences"
+    inbox: ClassVar[bool] = False
+    silent: list[str]
+
+
 BUILTIN_TYPES = (NewQuestion.type, NewAnswers.type, Mention.type, BroadcastEvent.type)
-MUTEABLE_TYPES = BUILTIN_TYPES
+# Every type an external producer names is one row of the preferences: ``producers``.
+PRODUCER_TYPES = "producers"
+MUTEABLE_TYPES = (*BUILTIN_TYPES, PRODUCER_TYPES)
 # Events the stream sends itself, never stored: the page must know them all.
 RESYNC = "resync"
 SERVER_CLOSED = "server_closed"
 # Types only the stream itself sends; nobody else may name them.
-STREAM_TYPES = (ReadEvent.type, RESYNC, SERVER_CLOSED)
+STREAM_TYPES = (ReadEvent.type, PreferencesEvent.type, RESYNC, SERVER_CLOSED)
+
+
+def preference_key(event_type: str) -> str:
+    """Return the preferences row an event type falls under: its own, or ``producers``."""
+    return event_type if event_type in BUILTIN_TYPES else PRODUCER_TYPES
+
+
 # Payload fields the server sets on delivery or on every event; no producer may set them.
 SERVER_FIELDS = ("notification_id", "v", "source")
 

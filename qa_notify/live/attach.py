@@ -15,8 +15,8 @@ import logging
 import redis
 from flask_login import current_user
 
+from ..events.announce import muted_types
 from ..jsonapi import APIError
-from ..notifications.inbox import muted_types
 from .hub import get_registry
 from .registry import NOTHING_MUTED, Registry, Subscription, TooManyStreams
 from .replay import BEGINNING, NOTHING_YET, Backlog, Replay, SharedEvent, StreamEvent, merge, parse_position

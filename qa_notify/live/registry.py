@@ -21,6 +21,7 @@ import threading
 
 import redis
 
+from ..events.types import preference_key
 from ..metrics import instruments
 from .broker import Broker
 from .feed import BroadcastFeed
@@ -80,7 +81,7 @@ class Subscription:
         return (
             (event.role is None or event.role == self.role)
             and event.author_id != self.user_id
-            and event.type not in self.muted
+            and preference_key(event.type) not in self.muted
         )
 
     def push(self, item) -> bool:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 
 from flask import current_app, render_template, url_for
+from flask_babel import force_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_mailman import EmailMultiAlternatives
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import update
 
 from ..extensions import csrf, db
+from ..i18n import locale_of
 from ..jobs import jobs
 from ..models import User, utcnow, valid_id
 from . import bp
@@ -25,7 +29,7 @@ from .sending import NotHandedOver, Unknown, hand_over
 log = logging.getLogger(__name__)
 SALT = "qa-notify-email-confirm"
 MAX_TOKEN_LENGTH = 600
-INVALID = "This confirmation link is not valid. Save your address on the preferences page to get a new one."
+INVALID = _l("This confirmation link is not valid. Save your address on the preferences page to get a new one.")
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -40,15 +44,15 @@ def confirm_token(user_id: int, address: str) -> str:
 def read_token(token: str) -> tuple[int, str]:
     """Return (user id, address) of a token; raise ValueError with a message for the page."""
     if len(token) > MAX_TOKEN_LENGTH:
-        raise ValueError(INVALID)
+        raise ValueError(str(INVALID))
     try:
         data = _serializer().loads(token, max_age=current_app.config["EMAIL_CONFIRM_MAX_AGE"])
     except SignatureExpired:
-        raise ValueError("This confirmation link has expired. Save your address again to get a new one.") from None
+        raise ValueError(_("This confirmation link has expired. Save your address again to get a new one.")) from None
     except BadSignature:
-        raise ValueError(INVALID) from None
+        raise ValueError(str(INVALID)) from None
     if not isinstance(data, dict) or not valid_id(data.get("u")) or not isinstance(data.get("e"), str):
-        raise ValueError(INVALID)
+        raise ValueError(str(INVALID))
     return data["u"], data["e"]
 
 
@@ -65,11 +69,14 @@ def send_confirmation(user_id: int) -> str:
     user = db.session.get(User, user_id)
     if user is None or not user.email or user.email_verified_at is not None:
         return "nothing"
-    with current_app.test_request_context("/", base_url=current_app.config["SITE_URL"]):
+    with (
+        current_app.test_request_context("/", base_url=current_app.config["SITE_URL"]),
+        force_locale(locale_of(user)),
+    ):
         link = url_for("mail.confirm_page", token=confirm_token(user.id, user.email), _external=True)
         context = {"user": user, "link": link}
         message = EmailMultiAlternatives(
-            subject="Confirm your email address for qa_notify",
+            subject=_("Confirm your email address for qa_notify"),
             body=render_template("mail/confirm.txt", **context),
             from_email=current_app.config["MAIL_DEFAULT_SENDER"],
             to=[user.email],

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template, url_for
+from flask_babel import force_locale, ngettext
 from flask_mailman import EmailMultiAlternatives
 from sqlalchemy import func, select
 
 from ..extensions import db
+from ..i18n import locale_of
 from ..models import Notification, OutboxEvent, User
 from ..notifications import wording
 from ..notifications.inbox import GROUP
@@ -103,18 +105,21 @@ def summarize(email_id: int) -> Summary:
 def subject_for(kind: str, summary: Summary) -> str:
     """Return the subject line: the one group's headline, or how many updates there are."""
     if kind == "digest":
-        subject = f"Your daily digest: {summary.groups} update{'s' if summary.groups != 1 else ''}"
+        subject = ngettext("Your daily digest: %(num)d update", "Your daily digest: %(num)d updates", summary.groups)
     elif summary.groups == 1 and summary.lines:
         subject = summary.lines[0].headline
     else:
-        subject = f"{summary.groups} updates while you were away"
+        subject = ngettext("%(num)d update while you were away", "%(num)d updates while you were away", summary.groups)
     subject = " ".join(subject.split())  # no line breaks from user text in a header
     return subject if len(subject) <= SUBJECT_LENGTH else subject[: SUBJECT_LENGTH - 1] + "\u2026"
 
 
 def build_message(user: User, kind: str, email_id: int) -> EmailMultiAlternatives:
-    """Return the email ``email_id`` to ``user`` as a message with text and HTML parts."""
-    with current_app.test_request_context("/", base_url=current_app.config["SITE_URL"]):
+    """Return the email ``email_id`` to ``user`` as a message with text and HTML parts, in their language."""
+    with (
+        current_app.test_request_context("/", base_url=current_app.config["SITE_URL"]),
+        force_locale(locale_of(user)),
+    ):
         summary = summarize(email_id)
         unsubscribe_url = url_for("mail.unsubscribe_page", token=unsubscribe_token(user.id), _external=True)
         context = {

@@ -16,6 +16,7 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..events import bus
+from ..events.announce import notification_announced_on
 from ..extensions import db
 from ..live.leases import presence
 from ..models import Notification, User, utcnow
@@ -52,6 +53,7 @@ def _pending(now: datetime):
         Notification.email_id.is_(None),
         Notification.created_at <= upper,
         or_(User.email_checked_until.is_(None), Notification.created_at > User.email_checked_until),
+        notification_announced_on("email"),
     )
 
 
@@ -150,6 +152,7 @@ def email_away(user_id: int) -> str:
         Notification.read_at.is_(None),
         Notification.created_at <= upper,
         *([Notification.created_at > max(lowers)] if lowers else []),
+        notification_announced_on("email"),
     ]
     outcome = _reserve_and_send(user, "away", window, email_checked_until=upper)
     if outcome == "nothing":
@@ -171,6 +174,7 @@ def email_digest(user_id: int) -> str:
         Notification.read_at.is_(None),
         Notification.created_at > (user.digest_until or now - FIRST_DIGEST_SPAN),
         Notification.created_at <= upper,
+        notification_announced_on("email"),
     ]
     had_retry = user.email_retry_at is not None
     outcome = _reserve_and_send(user, "digest", window, digest_until=upper)

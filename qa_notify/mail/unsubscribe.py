@@ -8,6 +8,7 @@ turns the user's email off.
 from __future__ import annotations
 
 from flask import current_app, render_template
+from flask_babel import gettext as _
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import update
 
@@ -35,19 +36,21 @@ def unsubscribe_token(user_id: int) -> str:
 def user_for_token(token: str) -> int:
     """Return the user id a token was made for; raise BadToken if it is not one of ours or expired."""
     if len(token) > MAX_TOKEN_LENGTH:
-        raise BadToken("This unsubscribe link is not valid. Use the link from your most recent email.")
+        raise BadToken(_("This unsubscribe link is not valid. Use the link from your most recent email."))
     try:
         data = _serializer().loads(token, max_age=current_app.config["EMAIL_UNSUBSCRIBE_MAX_AGE"])
     except SignatureExpired:
         raise BadToken(
-            "This unsubscribe link has expired. Use the link in a more recent email, or log in and "
-            "turn email off on your preferences page."
+            _(
+                "This unsubscribe link has expired. Use the link in a more recent email, or log in and "
+                "turn email off on your preferences page."
+            )
         ) from None
     except BadSignature:
-        raise BadToken("This unsubscribe link is not valid. Use the link from your most recent email.") from None
+        raise BadToken(_("This unsubscribe link is not valid. Use the link from your most recent email.")) from None
     user_id = data.get("u") if isinstance(data, dict) else None
     if not valid_id(user_id):
-        raise BadToken("This unsubscribe link is not valid. Use the link from your most recent email.")
+        raise BadToken(_("This unsubscribe link is not valid. Use the link from your most recent email."))
     return user_id
 
 
@@ -63,7 +66,7 @@ def unsubscribe_page(token: str):
     except BadToken as exc:
         return _page("invalid", token, message=str(exc), status=400)
     if user is None:
-        return _page("invalid", token, message="This account no longer exists.", status=400)
+        return _page("invalid", token, message=_("This account no longer exists."), status=400)
     return _page("confirm", token, user)
 
 
@@ -82,5 +85,5 @@ def unsubscribe(token: str):
     db.session.commit()
     user = db.session.get(User, user_id)
     if user is None:
-        return _page("invalid", token, message="This account no longer exists.", status=400)
+        return _page("invalid", token, message=_("This account no longer exists."), status=400)
     return _page("done", token, user)

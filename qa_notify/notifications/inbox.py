@@ -1,4 +1,4 @@
-"""The persistent inbox: list, count and mark read a user's notifications; muting preferences."""
+"""The persistent inbox: list, count and mark read a user's notifications."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import String, cast, delete, func, select, update
+from sqlalchemy import String, cast, func, select, update
 
 from ..events import bus
-from ..events.types import MUTEABLE_TYPES, ReadEvent
+from ..events.types import ReadEvent
 from ..extensions import db
-from ..models import MutedType, Notification, OutboxEvent, utcnow
+from ..models import Notification, OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 100
@@ -187,27 +187,3 @@ def mark_read(user_id: int, ids: list[int] | None) -> tuple[list[int], int]:
         except Exception:  # the badge in other tabs catches up on their next fetch
             log.warning("could not tell user %s's other tabs about read state", user_id, exc_info=True)
     return changed, count
-
-
-def muted_types(user_id: int) -> list[str]:
-    """Return the event types the user muted."""
-    return sorted(db.session.scalars(select(MutedType.event_type).where(MutedType.user_id == user_id)))
-
-
-def set_muted_types(user_id: int, types: list[str]) -> list[str]:
-    """Replace the user's muted types; raise ValueError for a type that cannot be muted.
-
-    The user's open streams are told at once: they leave out broadcasts of those types from
-    now on (a broadcast is written once for everyone and filtered by each stream).
-    """
-    unknown = sorted(set(types) - set(MUTEABLE_TYPES))
-    if unknown:
-        raise ValueError(f"cannot mute {', '.join(unknown)}; choose from {', '.join(MUTEABLE_TYPES)}")
-    db.session.execute(delete(MutedType).where(MutedType.user_id == user_id))
-    db.session.add_all(MutedType(user_id=user_id, event_type=t) for t in sorted(set(types)))
-    db.session.commit()
-    muted = muted_types(user_id)
-    r = bus.redis_client_or_none()
-    if r is not None:
-        bus.update_user_streams(r, user_id, muted)
-    return muted

@@ -35,7 +35,7 @@ def inject_unread_count() -> dict:
     if not current_user.is_authenticated:
         return {}
     try:
-        return {"unread_count": unread_count(current_user.id)}
+        return {"unread_count": unread_count(current_user.id), "page_words": wording.page_words()}
     except SQLAlchemyError:
         # The error page must still render when the database is what failed.
         db.session.rollback()

@@ -1,37 +1,50 @@
-"""The preferences page: mute event types, and where and when to be emailed."""
+"""The preferences page: which types reach you on which channel, and where and when to be emailed."""
 
 from __future__ import annotations
+
+import logging
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
+from sqlalchemy.exc import SQLAlchemyError
 from wtforms import EmailField, RadioField, SelectChoice, SelectMultipleField
 from wtforms.validators import Length
-from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..events.types import MUTEABLE_TYPES, BroadcastEvent, Mention, NewAnswers, NewQuestion
+from ..events.announce import CHANNELS
+from ..events.types import MUTEABLE_TYPES, PRODUCER_TYPES, BroadcastEvent, Mention, NewAnswers, NewQuestion
+from ..extensions import db
 from ..mail.preferences import MAX_ADDRESS, MODE_LABELS, set_email_preferences
 from ..models import EMAIL_MODES
-from ..notifications.inbox import muted_types, set_muted_types
 from . import bp
+from .channels import channel_matrix, set_channel_matrix, silent_types
+
+log = logging.getLogger(__name__)
 
 TYPE_LABELS = {
     NewQuestion.type: "New questions in topics I follow and from people I follow",
     NewAnswers.type: "New answers to questions I follow (including my own questions)",
     Mention.type: "Someone mentions me (@my-name) in a question or an answer",
     BroadcastEvent.type: "Announcements from admins",
+    PRODUCER_TYPES: "Notifications from other services (integrations)",
+}
+CHANNEL_LABELS = {"in_app": "In the site", "push": "Push", "email": "Email"}
+CHANNEL_HINTS = {
+    "in_app": "a toast in the page, or a desktop notification while its tabs are in the background",
+    "push": "on this device's notification centre even with every tab closed",
+    "email": "when you're away, or in your daily digest",
 }
 
 
-class PreferencesForm(FlaskForm):
-    """The event types a user does not want to hear about."""
+def cell(key: str, channel: str) -> str:
+    """Return the form value of one box of the matrix."""
+    return f"{key}:{channel}"
 
-    muted = SelectMultipleField(
-        "Mute",
-        choices=[SelectChoice(t, TYPE_LABELS.get(t, t)) for t in MUTEABLE_TYPES],
-        widget=ListWidget(prefix_label=False),
-        option_widget=CheckboxInput(),
-    )
+
+class ChannelsForm(FlaskForm):
+    """The matrix: each checked box is a type the user hears of on a channel."""
+
+    on = SelectMultipleField("On", choices=[cell(k, c) for k in MUTEABLE_TYPES for c in CHANNELS])
 
 
 class EmailPreferencesForm(FlaskForm):
@@ -41,24 +54,51 @@ class EmailPreferencesForm(FlaskForm):
     email_mode = RadioField("Email me", choices=[SelectChoice(m, MODE_LABELS[m]) for m in EMAIL_MODES], default="away")
 
 
+@bp.app_context_processor
+def inject_silent_types() -> dict:
+    """Give every page the types it must not toast (in-app off): ``<body data-silent>``."""
+    if not current_user.is_authenticated:
+        return {}
+    try:
+        return {"silent_types": silent_types(current_user.id)}
+    except SQLAlchemyError:
+        db.session.rollback()  # the error page must still render when the database failed
+        log.warning("silent types unavailable", exc_info=True)
+        return {}
+
+
+def _render(email_form: EmailPreferencesForm, status: int = 200):
+    """The page with the user's matrix as saved and ``email_form`` as given."""
+    page = render_template(
+        "preferences/preferences.html",
+        form=ChannelsForm(formdata=None),
+        matrix=channel_matrix(current_user.id),
+        labels=TYPE_LABELS,
+        channel_labels=CHANNEL_LABELS,
+        channel_hints=CHANNEL_HINTS,
+        email_form=email_form,
+    )
+    return page, status
+
+
 @bp.route("/preferences", methods=["GET", "POST"])
 @login_required
 def preferences_page():
-    """Show and save which event types the user muted."""
-    form = PreferencesForm()
+    """Show the matrix of types and channels, and save it."""
+    form = ChannelsForm()
     if form.validate_on_submit():
-        try:
-            saved = set_muted_types(current_user.id, form.muted.data or [])
-        except ValueError as exc:
-            flash(str(exc), "error")
-        else:
-            flash(f"Muted: {', '.join(saved)}." if saved else "Nothing is muted.", "success")
-            return redirect(url_for("preferences.preferences_page"))
-    elif request.method == "GET":
-        form.muted.data = muted_types(current_user.id)
-    return render_template(
-        "preferences/preferences.html", form=form, labels=TYPE_LABELS, email_form=_email_form_for(current_user)
-    )
+        checked = set(form.on.data or [])
+        changes = {k: {c: cell(k, c) in checked for c in CHANNELS} for k in MUTEABLE_TYPES}
+        matrix = set_channel_matrix(current_user.id, changes)
+        off = [TYPE_LABELS[k] for k, row in matrix.items() if not any(row.values())]
+        flash(
+            "Saved." + (f" Turned off everywhere (not kept in your inbox): {'; '.join(off)}." if off else ""), "success"
+        )
+        return redirect(url_for("preferences.preferences_page"))
+    if request.method == "POST":
+        flash("Your form expired or was not ours; reload the page and try again.", "error")
+        return _render(_email_form_for(current_user), 422)
+    return _render(_email_form_for(current_user))
 
 
 def _email_form_for(user) -> EmailPreferencesForm:
@@ -86,9 +126,7 @@ def email_preferences_page():
             return redirect(url_for("preferences.preferences_page"))
     elif not email_form.errors.keys() - {"csrf_token"}:
         flash("Your form expired; reload the page and try again.", "error")
-    form = PreferencesForm(formdata=None)
-    form.muted.data = muted_types(current_user.id)
-    return render_template("preferences/preferences.html", form=form, labels=TYPE_LABELS, email_form=email_form), 422
+    return _render(email_form, 422)
 
 
 def _email_saved_message(address: str | None, mode: str, confirmed: bool) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import jsonify
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -43,7 +44,7 @@ def api_ask():
     data = json_body()
     topics = field(data, "topics", list, required=False, default=[])
     if not all(isinstance(t, str) for t in topics):
-        raise APIError(422, "'topics' must be a list of topic names")
+        raise APIError(422, _("'topics' must be a list of topic names"))
     question = ask_question(
         current_user._get_current_object(),
         field(data, "title", max_length=200),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from flask_babel import gettext as _
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -29,7 +30,7 @@ class QAError(SiteError):
 def _refuse_nul(*texts: str) -> None:
     """NUL characters cannot be stored in PostgreSQL text; refuse them clearly."""
     if any("\x00" in t for t in texts):
-        raise QAError("text must not contain NUL characters")
+        raise QAError(_("text must not contain NUL characters"))
 
 
 def question_path(question_id: int, answer_id: int | None = None) -> str:
@@ -42,11 +43,11 @@ def topics_by_names(names: list[str]) -> list[Topic]:
     """Return the topics with these names; raise QAError (422) naming any that do not exist."""
     wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if len(wanted) > MAX_TOPICS:
-        raise QAError(f"at most {MAX_TOPICS} topics")
+        raise QAError(_("at most %(num)d topics", num=MAX_TOPICS))
     found = {t.name: t for t in db.session.scalars(select(Topic).where(Topic.name.in_(wanted)))}
     missing = [n for n in wanted if n not in found]
     if missing:
-        raise QAError(f"unknown topic(s): {', '.join(missing)}")
+        raise QAError(_("unknown topic(s): %(names)s", names=", ".join(missing)))
     return [found[n] for n in wanted]
 
 
@@ -55,9 +56,9 @@ def ask_question(author: User, title: str, body: str, topic_names: list[str]) ->
     title, body = title.strip(), body.strip()
     _refuse_nul(title, body)
     if not title:
-        raise QAError("title must not be empty")
+        raise QAError(_("title must not be empty"))
     if len(title) > MAX_TITLE or len(body) > MAX_BODY:
-        raise QAError(f"title at most {MAX_TITLE} and body at most {MAX_BODY} characters")
+        raise QAError(_("title at most %(title)d and body at most %(body)d characters", title=MAX_TITLE, body=MAX_BODY))
     question = Question(title=title, body=body, author=author, topics=topics_by_names(topic_names))
     db.session.add(question)
     db.session.flush()
@@ -102,9 +103,9 @@ def post_answer(author: User, question: Question, body: str) -> Answer:
     body = body.strip()
     _refuse_nul(body)
     if not body:
-        raise QAError("answer must not be empty")
+        raise QAError(_("answer must not be empty"))
     if len(body) > MAX_BODY:
-        raise QAError(f"answer at most {MAX_BODY} characters")
+        raise QAError(_("answer at most %(num)d characters", num=MAX_BODY))
     answer = Answer(question=question, author=author, body=body)
     db.session.add(answer)
     db.session.flush()
@@ -126,9 +127,9 @@ def create_topic(name: str) -> Topic:
     """Create a topic; raise QAError (409) if it exists."""
     name = " ".join(name.split())
     if not TOPIC_PATTERN.match(name):
-        raise QAError("topic name must be 1-50 letters, digits, spaces or . + # - _")
+        raise QAError(_("topic name must be 1-50 letters, digits, spaces or . + # - _"))
     if db.session.scalar(select(Topic.id).where(Topic.name == name)) is not None:
-        raise QAError("topic exists", status=409)
+        raise QAError(_("topic exists"), status=409)
     topic = Topic(name=name)
     db.session.add(topic)
     db.session.commit()
@@ -146,7 +147,7 @@ def set_follow(user: User, kind: str, target_id: int, following: bool) -> bool:
     """Follow or unfollow a question, topic or user; return the new state. Idempotent."""
     model, who, what, target_field = FOLLOW_MODELS[kind]
     if kind == "user" and target_id == user.id:
-        raise QAError("you cannot follow yourself")
+        raise QAError(_("you cannot follow yourself"))
     exists = db.session.scalar(select(who).where(who == user.id, what == target_id)) is not None
     if following and not exists:
         who_field = "follower_id" if kind == "user" else "user_id"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, func, select
@@ -36,28 +38,28 @@ bp.add_app_template_filter(link_mentions, "link_mentions")
 class AskForm(FlaskForm):
     """A new question filed under existing topics."""
 
-    title = StringField("Title", validators=[DataRequired(), Length(max=MAX_TITLE)])
-    body = TextAreaField("Details", validators=[Length(max=MAX_BODY)])
+    title = StringField(_l("Title"), validators=[DataRequired(), Length(max=MAX_TITLE)])
+    body = TextAreaField(_l("Details"), validators=[Length(max=MAX_BODY)])
     topics = SelectMultipleField(
-        "Topics", choices=[], widget=ListWidget(prefix_label=False), option_widget=CheckboxInput()
+        _l("Topics"), choices=[], widget=ListWidget(prefix_label=False), option_widget=CheckboxInput()
     )
 
     def validate_topics(self, field: SelectMultipleField) -> None:
         """Refuse more topics than a question may have."""
         if len(field.data or []) > MAX_TOPICS:
-            raise ValidationError(f"Choose at most {MAX_TOPICS} topics.")
+            raise ValidationError(_("Choose at most %(num)d topics.", num=MAX_TOPICS))
 
 
 class AnswerForm(FlaskForm):
     """An answer to the question on the page."""
 
-    body = TextAreaField("Your answer", validators=[DataRequired(), Length(max=MAX_BODY)])
+    body = TextAreaField(_l("Your answer"), validators=[DataRequired(), Length(max=MAX_BODY)])
 
 
 class TopicForm(FlaskForm):
     """A new topic (moderators and admins)."""
 
-    name = StringField("Topic name", validators=[DataRequired(), Length(max=50)])
+    name = StringField(_l("Topic name"), validators=[DataRequired(), Length(max=50)])
 
 
 class FollowForm(FlaskForm):
@@ -134,7 +136,7 @@ def answer(question_id: int):
     except QAError as exc:
         form.body.errors.append(str(exc))
         return render_question(question, form)
-    flash("Your answer is posted.", "success")
+    flash(_("Your answer is posted."), "success")
     return redirect(url_for("qa.question_page", question_id=question.id, _anchor=f"answer-{new_answer.id}"))
 
 
@@ -155,7 +157,7 @@ def ask():
         except QAError as exc:
             flash(str(exc), "error")
         else:
-            flash("Your question is posted. You will hear of every answer.", "success")
+            flash(_("Your question is posted. You will hear of every answer."), "success")
             return redirect(url_for("qa.question_page", question_id=question.id))
     return render_template("qa/ask.html", form=form)
 
@@ -194,7 +196,7 @@ def create_topic_page():
         except QAError as exc:
             flash(str(exc), "error")
         else:
-            flash(f"Topic “{topic.name}” created.", "success")
+            flash(_("Topic “%(name)s” created.", name=topic.name), "success")
     else:
         flash_form_errors(form)
     return redirect(url_for("qa.topics"))
@@ -243,23 +245,26 @@ def follow(kind: str, target_id: int):
         flash(str(exc), "error")
     else:
         name = display_name(kind, target)
-        flash(f"You follow {name}." if following else f"You no longer follow {name}.", "success")
+        flash(
+            _("You follow %(name)s.", name=name) if following else _("You no longer follow %(name)s.", name=name),
+            "success",
+        )
     return redirect(target_page(kind, target_id))
 
 
 def display_name(kind: str, target: Question | Topic | User) -> str:
     """Return how a flash message names a followed thing."""
     if kind == "question":
-        return f"“{target.title}”"
+        return _("“%(title)s”", title=target.title)
     if kind == "topic":
-        return f"the topic “{target.name}”"
+        return _("the topic “%(name)s”", name=target.name)
     return target.username
 
 
 def flash_form_errors(form: FlaskForm) -> None:
     """Flash each validation error of a form that has no page of its own to show them on."""
     if "csrf_token" in form.errors:
-        flash("Your form expired; reload the page and try again.", "error")
+        flash(_("Your form expired; reload the page and try again."), "error")
         return
     for field in form:
         for error in field.errors:

@@ -37,7 +37,7 @@
   var STREAM_URL = body.dataset.streamUrl || "/notifications";
   // The inbox types the page names in addEventListener; every other type arrives unnamed.
   var NAMED_TYPES = ["new_answers", "new_question", "broadcast", "mention"];
-  var CONTROL_TYPES = ["read", "resync", "server_closed"];
+  var CONTROL_TYPES = ["read", "preferences", "resync", "server_closed"];
   var LAST_ID_KEY = "qa-notify:" + userId + ":last-event-id";
   var DESKTOP_KEY = "qa-notify:" + userId + ":desktop";
   var TOAST_MS = 6000; // a toast's life, renewed by each event of its group
@@ -57,6 +57,13 @@
   var seenSet = new Set();
   var source = null;
   var retryDelay = 1000;
+  // The inbox's words in the reader's language (notifications/wording.py: page_words), filled
+  // in here exactly as its describe() fills them, so a toast reads like its inbox item.
+  var WORDS = {};
+  try { WORDS = JSON.parse(body.dataset.words || "{}"); } catch (e) { WORDS = {}; }
+  var pluralRules = window.Intl && Intl.PluralRules ? new Intl.PluralRules(document.documentElement.lang || "en") : null;
+  // The types whose in-app channel the user turned off (Preferences): counted, never toasted.
+  var silent = new Set((body.dataset.silent || "").split(" ").filter(Boolean));
 
   // ---- small helpers -------------------------------------------------------------------
 
@@ -134,7 +141,7 @@
     var el = document.getElementById("live-status");
     if (!el) return;
     el.dataset.state = state;
-    el.textContent = state === "signed-out" ? "signed out" : state;
+    el.textContent = (WORDS.status && WORDS.status[state]) || state;
   }
 
   function badge() {
@@ -246,37 +253,50 @@
     return burst;
   }
 
-  // "bob", "bob and alice", "bob and 4 others": the inbox's wording (notifications/wording.py).
+
+  function fill(template, values) {
+    return String(template || "").replace(/%\((\w+)\)[sd]/g, function (m, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : m;
+    });
+  }
+
+  function plural(forms, n, values) {
+    var form = pluralRules ? pluralRules.select(n) : (n === 1 ? "one" : "other");
+    var chosen = forms && (forms[form] || forms.other);
+    values.num = n;
+    return fill(chosen, values);
+  }
+
+  // "bob", "bob and alice", "bob and 4 others".
   function who(actors, actorCount) {
-    if (!actors.length) return "Someone";
+    if (!actors.length) return WORDS.someone || "Someone";
     var total = Math.max(actorCount, actors.length);
     if (total === 1) return actors[0];
-    if (total === 2 && actors.length === 2) return actors[0] + " and " + actors[1];
-    return actors[0] + " and " + (total - 1) + " other" + (total > 2 ? "s" : "");
+    if (total === 2 && actors.length === 2) return fill(WORDS.two, { first: actors[0], second: actors[1] });
+    return plural(WORDS.others, total - 1, { first: actors[0] });
   }
 
   // The title and body of a burst, worded as its inbox item is.
   function describe(burst) {
     var type = burst.type, data = burst.data, count = burst.count;
     var people = who(burst.actors, burst.people.size);
-    var quoted = function (s) { return "\u201c" + text(s) + "\u201d"; };
     var described;
     if (type === "new_answers") {
-      described = { title: people + " answered " + quoted(data.question_title), body: count > 1 ? count + " new answers" : text(data.excerpt) };
+      described = { title: fill(WORDS.answered, { people: people, title: text(data.question_title) }), body: count > 1 ? plural(WORDS.answers, count, {}) : text(data.excerpt) };
     } else if (type === "mention") {
-      described = { title: people + " mentioned you in " + quoted(data.question_title), body: count > 1 ? count + " mentions" : text(data.excerpt) };
+      described = { title: fill(WORDS.mentioned, { people: people, title: text(data.question_title) }), body: count > 1 ? plural(WORDS.mentions, count, {}) : text(data.excerpt) };
     } else if (type === "new_question") {
       var topics = Array.isArray(data.topics) ? data.topics.filter(function (t) { return typeof t === "string"; }) : [];
-      described = { title: people + " asked " + quoted(data.title), body: topics.length ? "in " + topics.join(", ") : "" };
+      described = { title: fill(WORDS.asked, { people: people, title: text(data.title) }), body: topics.length ? fill(WORDS.in_topics, { topics: topics.join(WORDS.list_separator || ", ") }) : "" };
     } else if (type === "broadcast") {
-      described = { title: data.author ? "Announcement from " + text(data.author) : "Announcement", body: text(data.message) };
+      described = { title: data.author ? fill(WORDS.announcement_from, { author: text(data.author) }) : WORDS.announcement, body: text(data.message) };
     } else {
       // Another service's type: its name and whatever text it gave.
       var said = text(data.text) || text(data.title) || text(data.message);
-      described = { title: said ? type + ": " + said : type, body: count > 1 ? count + " events" : "" };
+      described = { title: said ? fill(WORDS.typed, { type: type, text: said }) : type, body: count > 1 ? plural(WORDS.events, count, {}) : "" };
     }
     // An event another service sent says so, whatever type it uses (the server sets `source`).
-    if (text(data.source)) described.body = (described.body ? described.body + " " : "") + "(via " + data.source + ")";
+    if (text(data.source)) described.body = (described.body ? described.body + " " : "") + fill(WORDS.via, { source: text(data.source) });
     described.url = sitePath(data.url);
     return described;
   }
@@ -310,7 +330,7 @@
     var close = document.createElement("button");
     close.type = "button";
     close.className = "toast-close";
-    close.setAttribute("aria-label", "Dismiss");
+    close.setAttribute("aria-label", WORDS.dismiss || "Dismiss");
     close.textContent = "\u00d7";
     close.addEventListener("click", function (e) { e.stopPropagation(); dismissToast(toast); });
     toast.appendChild(close);
@@ -388,12 +408,7 @@
     var status = card.querySelector(".desktop-status");
     var enable = card.querySelector('[data-action="enable"]');
     var disable = card.querySelector('[data-action="disable"]');
-    var messages = {
-      unsupported: "This browser cannot show desktop notifications.",
-      denied: "This browser blocks notifications from this site. Allow them in the site settings (the icon left of the address), then turn them on here.",
-      off: "Off in this browser.",
-      on: "On in this browser."
-    };
+    var messages = WORDS.desktop || {};
 
     function state() {
       if (!desktopSupported()) return "unsupported";
@@ -438,9 +453,15 @@
 
   // ---- one event, in every tab ---------------------------------------------------------
 
+  function silenced(type) {
+    return silent.has(NAMED_TYPES.indexOf(type) >= 0 ? type : "producers");
+  }
+
   function handle(type, id, data) {
     if (!remember(id)) return;
-    if (type === "read") {
+    if (type === "preferences") {
+      silent = new Set(Array.isArray(data.silent) ? data.silent : []);
+    } else if (type === "read") {
       forgetReadGroups(data);
       setBadge(data.unread_count);
       markInboxItemsRead(data);
@@ -451,7 +472,7 @@
     } else {
       countEvent(type, data);
       scheduleRefresh();
-      if (Date.now() - eventTime(id) < STALE_MS) present(joinBurst(type, id, data));
+      if (Date.now() - eventTime(id) < STALE_MS && !silenced(type)) present(joinBurst(type, id, data));
     }
   }
 
