@@ -282,6 +282,8 @@ def test_the_pages_offer_levels_and_an_inbox_item_mutes_its_question_in_one_clic
 
     inbox = follower.get("/inbox").get_data(as_text=True)
     assert "Mute this question" in inbox
+    chinese = follower.get("/inbox", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "屏蔽此问题" in chinese and "Mute this question" not in chinese
     token = re.search(r'class="mute-question-form".*?name="csrf_token" value="([^"]+)"', inbox, re.S)[1]
     forged = follower.client.post(f"/watch/question/{qid}", data={"level": "muted", "back": "inbox"})
     assert forged.status_code == 400 and level_of(follower, "questions", qid) == "watching"

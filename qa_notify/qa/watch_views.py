@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import flash, redirect, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, RadioField
@@ -18,14 +20,14 @@ WATCH_TARGETS = {"questions": ("question", Question), "topics": ("topic", Topic)
 # What each level means, as the level forms say it.
 LEVEL_LABELS = {
     "question": {
-        "watching": "Watching: every new answer",
-        "normal": "Normal: only what reaches you otherwise (your own question, topics, people, mentions)",
-        "muted": "Muted: nothing about this question",
+        "watching": _l("Watching: every new answer"),
+        "normal": _l("Normal: only what reaches you otherwise (your own question, topics, people, mentions)"),
+        "muted": _l("Muted: nothing about this question"),
     },
     "topic": {
-        "watching": "Watching: every new question and every new answer in its questions",
-        "normal": "Normal: every new question (following)",
-        "muted": "Muted: nothing from its questions, even from people you follow",
+        "watching": _l("Watching: every new question and every new answer in its questions"),
+        "normal": _l("Normal: every new question (following)"),
+        "muted": _l("Muted: nothing from its questions, even from people you follow"),
     },
 }
 # Where a level form may send the user back to: a fixed list, never a URL from the request.
@@ -35,7 +37,7 @@ BACK_TO = ("page", "inbox")
 class WatchForm(FlaskForm):
     """A watch level for the question or topic the form's URL names."""
 
-    level = RadioField("Notifications", choices=list(WATCH_LEVELS), validators=[DataRequired()])
+    level = RadioField(_l("Notifications"), choices=list(WATCH_LEVELS), validators=[DataRequired()])
     back = HiddenField(default="page", validators=[AnyOf(BACK_TO)])
 
 
@@ -68,7 +70,7 @@ def api_watch(collection: str, target_id: int):
             raise APIError(422, f"'level' must be one of {', '.join(WATCH_LEVELS)}")
         set_watch_level(user, kind, target_id, level)
     state = watch_state(user, kind, target_id)
-    return {**state, "level_text": LEVEL_LABELS[kind][state["level"]]}
+    return {**state, "level_text": str(LEVEL_LABELS[kind][state["level"]])}
 
 
 @bp.post("/watch/<any(question, topic):kind>/<id:target_id>")
@@ -77,16 +79,16 @@ def watch(kind: str, target_id: int):
     """Set a level from a page's form (the question or topic page, or an inbox item), then go back."""
     name = _display_name(kind, target_id)
     if name is None:
-        flash(f"There is no such {kind}.", "error")
+        flash(_("There is no such question.") if kind == "question" else _("There is no such topic."), "error")
         return redirect(url_for("notifications.inbox_page"))
     form = watch_form(kind, "normal")
     back = form.back.data if form.back.data in BACK_TO else "page"
     if not form.validate_on_submit():
         expired = "csrf_token" in form.errors
-        flash("Your form expired; reload the page and try again." if expired else "Choose a level.", "error")
+        flash(_("Your form expired; reload the page and try again.") if expired else _("Choose a level."), "error")
     else:
         set_watch_level(current_user._get_current_object(), kind, target_id, form.level.data)
-        flash(f"{name}: {LEVEL_LABELS[kind][form.level.data]}.", "success")
+        flash(_("%(name)s: %(level)s.", name=name, level=LEVEL_LABELS[kind][form.level.data]), "success")
     if back == "inbox":
         return redirect(url_for("notifications.inbox_page"))
     if kind == "question":
@@ -98,9 +100,9 @@ def _display_name(kind: str, target_id: int) -> str | None:
     """Return how a flash message names the question or topic, or None if there is none."""
     if kind == "question":
         question = db.session.get(Question, target_id)
-        return None if question is None else f"“{question.title}”"
+        return None if question is None else _("“%(title)s”", title=question.title)
     topic = db.session.get(Topic, target_id)
-    return None if topic is None else f"the topic “{topic.name}”"
+    return None if topic is None else _("the topic “%(name)s”", name=topic.name)
 
 
 @bp.app_template_global()

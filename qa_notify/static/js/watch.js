@@ -11,6 +11,13 @@
   "use strict";
 
   var KEY = "qa-muted-questions"; // {question id: when it was muted here (ms)}
+  // The button's words, in the reader's language (the script tag carries them; base.html).
+  var script = document.currentScript;
+  var words = {
+    mute: (script && script.dataset.mute) || "Mute this question",
+    muted: (script && script.dataset.muted) || "Muted",
+    failed: (script && script.dataset.failed) || "Could not mute; try again",
+  };
   var REMEMBER_MS = 5 * 60 * 1000; // notifications.js toasts nothing older than this
 
   function mutedHere() {
@@ -64,17 +71,17 @@
     var button = document.createElement("button");
     button.type = "button";
     button.className = "toast-mute";
-    button.textContent = "Mute this question";
+    button.textContent = words.mute;
     button.addEventListener("click", function (ev) {
       ev.stopPropagation(); // the toast itself opens the question
       button.disabled = true;
       mute(questionId).then(function () {
-        button.textContent = "Muted";
+        button.textContent = words.muted;
         toast.classList.add("leaving");
         setTimeout(function () { toast.remove(); }, 250);
       }, function () {
         button.disabled = false;
-        button.textContent = "Could not mute; try again";
+        button.textContent = words.failed;
       });
     });
     toast.appendChild(button);
