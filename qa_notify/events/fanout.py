@@ -117,7 +117,8 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
                 enqueue_batch(event.id, user_ids)
         else:
             for user_ids in batches:
-                store_and_push([(event, user_ids)])
+                # Read before the batches ran: who unfollowed or muted since is left out.
+                store_and_push([(event, still_recipients(event.audience, event.event_type, event.actor_id, user_ids))])
                 lock.extend(stall, replace_ttl=True)
             event.delivered_at = utcnow()
             db.session.commit()
