@@ -166,6 +166,14 @@ class Config:
     EMAIL_CONFIRM_MAX_AGE = _env_int("EMAIL_CONFIRM_MAX_AGE", 2 * 24 * 3600)
     # Absolute base of every link in an email (emails are read outside the site).
     SITE_URL = os.environ.get("SITE_URL", "http://127.0.0.1:5000").rstrip("/")
+    # Inbox retention (notifications.retention): notifications read more than this many days
+    # ago are deleted by the beat every INBOX_RETENTION_SECONDS, INBOX_RETENTION_BATCH ids per
+    # DELETE (each committed on its own), at most INBOX_RETENTION_MAX_BATCHES per run; unread
+    # ones are kept.
+    INBOX_RETENTION_DAYS = _env_int("INBOX_RETENTION_DAYS", 90)
+    INBOX_RETENTION_BATCH = _env_int("INBOX_RETENTION_BATCH", 5000)
+    INBOX_RETENTION_MAX_BATCHES = _env_int("INBOX_RETENTION_MAX_BATCHES", 100)
+    INBOX_RETENTION_SECONDS = _env_float("INBOX_RETENTION_SECONDS", 3600.0)
 
 
 class DevelopmentConfig(Config):

@@ -90,7 +90,7 @@ def register_extensions(app: Flask) -> None:
     from .events.bus import connect_redis
     from .events.outbox import register_outbox_hooks
     from .extensions import babel, csrf, db, login_manager, migrate
-    from .i18n import page_lang, role_name, select_locale
+    from .i18n import page_lang, role_name, select_locale, type_name
     from .mail import init_mail
 
     db.init_app(app)
@@ -107,6 +107,7 @@ def register_extensions(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale)
     app.add_template_global(page_lang)
     app.add_template_global(role_name)
+    app.add_template_global(type_name)
     app.extensions["qa_redis"] = None
     if app.config["REDIS_URL"]:
         connect_redis(app)  # a cluster that is down or forming is retried on first use

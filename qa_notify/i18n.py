@@ -21,6 +21,13 @@ DEFAULT_LOCALE = "en"
 LANGUAGES = {"en": "English", "zh_CN": "简体中文"}
 # How a role reads on a page.
 ROLE_NAMES = {"user": _l("Member"), "moderator": _l("Moderator"), "admin": _l("Admin")}
+# How the site's own event types read in a list (the inbox's type filter); others keep their name.
+TYPE_NAMES = {
+    "new_answers": _l("New answers"),
+    "new_question": _l("New questions"),
+    "mention": _l("Mentions"),
+    "broadcast": _l("Announcements"),
+}
 
 
 def browser_locale() -> str | None:
@@ -41,6 +48,11 @@ def select_locale() -> str:
 def role_name(role: str) -> str:
     """Return a role as a page shows it, in the reader's language."""
     return str(ROLE_NAMES.get(role, role))
+
+
+def type_name(event_type: str) -> str:
+    """Return an event type as a list shows it, in the reader's language."""
+    return str(TYPE_NAMES.get(event_type, event_type))
 
 
 def page_lang() -> str:

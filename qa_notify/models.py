@@ -282,6 +282,10 @@ class OutboxEvent(db.Model):
     # After a failed try it holds the row back until the next try is due.
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The question an event is about (answers, mentions, a new question), copied from the
+    # payload at emit time: an indexed column, so the inbox's question filter and reading a
+    # question's notifications when it is viewed are plain indexed lookups on any database.
+    question_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
 class Notification(db.Model):
@@ -302,7 +306,10 @@ class Notification(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # Indexed on its own for the retention purge (read long ago, any user).
+    read_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    # Archived ("done"): out of the default inbox view; archiving reads it too.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The email that told the user of it (away email or digest), recorded before sending.
     email_id: Mapped[int | None] = mapped_column(
         ForeignKey("email_messages.id", ondelete="SET NULL"), nullable=True, index=True

@@ -22,6 +22,8 @@ ROUTES = [
     ("GET", "/api/notifications", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("GET", "/api/notifications/unread_count", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("POST", "/api/notifications/read", {"all": True}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/notifications/unread", {"ids": [1]}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("POST", "/api/notifications/archive", {"ids": [1]}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("GET", "/api/preferences", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("PUT", "/api/preferences", {"muted": []}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("POST", "/api/admin/broadcast", {"message": "hello"}, {ANON: 401, USER: 403, MOD: 403, ADMIN: 202}),

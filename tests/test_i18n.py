@@ -16,6 +16,8 @@ from flask_babel import force_locale
 
 from qa_notify.notifications.wording import describe, page_words
 
+from .test_email import ADDRESS, answer_as, app_config, ask, asker_with_email, mail_settings, scan  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 CATALOG = REPO / "qa_notify" / "translations" / "zh_Hans_CN" / "LC_MESSAGES" / "messages.po"
 
@@ -91,3 +93,32 @@ def test_the_browser_language_is_used_until_the_user_chooses(login_as, api):
     assert 'lang="en"' in page and "offline" in page
     resp = ann.put("/api/preferences", {"locale": "klingon"})
     assert resp.status_code == 422 and "en, zh_CN" in resp.get_json()["error"]
+
+
+def test_the_language_card_saves_a_choice_and_can_follow_the_browser_again(login_as):
+    ann = login_as("ann")
+    page = ann.get("/preferences", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    resp = ann.client.post("/preferences/language", data={"csrf_token": token, "locale": "zh_CN"})
+    assert resp.status_code == 302
+    page = ann.get("/preferences", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert "已保存。" in page and "通知偏好设置" in page and "<strong>站内</strong>" in page
+    assert ann.client.post("/preferences/language", data={"csrf_token": token, "locale": "fr"}).status_code == 422
+    ann.client.post("/preferences/language", data={"csrf_token": token, "locale": ""})
+    assert ann.get("/api/preferences").get_json()["locale"] is None
+    assert "Notification preferences" in ann.get("/preferences", headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
+
+
+def test_an_email_is_written_in_its_readers_language(app, smtp, login_as):
+    asker = asker_with_email(login_as, smtp)
+    assert asker.put("/api/preferences", {"locale": "zh_CN"}).status_code == 200
+    qid = ask(asker, "为什么用 SSE？")
+    answer_as(login_as, ["bob", "carl", "dora"], qid)
+    scan(app)
+    [message] = smtp.to(ADDRESS)
+    text = message.get_body(("plain",)).get_content()
+    assert message["Subject"].strip() == "dora 和另外 2 人回答了“为什么用 SSE？”"  # (decoding leaves a space)
+    assert "你离开期间，有 3 条通知在等你。" in text and "3 个新回答" in text
+    assert "退订（无需登录）" in text

@@ -64,6 +64,10 @@ def beat_schedule(app: Flask) -> dict:
         "relay-outbox": {"task": tasks.relay_outbox.name, "schedule": app.config["OUTBOX_RELAY_SECONDS"]},
         "ingest-external": {"task": tasks.ingest_external.name, "schedule": app.config["INGEST_POLL_SECONDS"]},
         "scan-email": {"task": tasks.scan_email.name, "schedule": app.config["EMAIL_SCAN_SECONDS"]},
+        "purge-read-notifications": {
+            "task": tasks.purge_read_notifications.name,
+            "schedule": app.config["INBOX_RETENTION_SECONDS"],
+        },
         "send-digests": {
             "task": tasks.send_digests.name,
             "schedule": crontab(hour=app.config["EMAIL_DIGEST_HOUR"], minute=0),

@@ -14,6 +14,7 @@ from qa_notify.events import drain, fanout, ingest, outbox
 from qa_notify.extensions import db
 from qa_notify.mail import confirm, scan
 from qa_notify.metrics import instruments
+from qa_notify.notifications import retention
 
 log = logging.getLogger(__name__)
 # Errors worth retrying: Redis or the database being briefly away.
@@ -120,6 +121,13 @@ def scan_email() -> int:
 def send_digests() -> int:
     """Start the daily digest: every digest user, in small chunks."""
     return scan.start_digests(lambda kind, ids: enqueue(email_users, kind, ids))
+
+
+# Bounded per run and safe to repeat; a run lost with its worker is the next run's work.
+@shared_task(name="workers.purge_read_notifications", acks_late=False)
+def purge_read_notifications() -> int:
+    """Delete notifications read longer ago than the inbox keeps them (unread ones stay)."""
+    return retention.purge_read_notifications()
 
 
 @shared_task(name="workers.confirm_email")

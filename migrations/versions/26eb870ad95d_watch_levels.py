@@ -1,7 +1,7 @@
 """watch levels per question and topic (watching, muted; normal has no row)
 
 Revision ID: 26eb870ad95d
-Revises: b7d2f9e4c1a8
+Revises: ca4514187507
 Create Date: 2026-12-02 10:45:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '26eb870ad95d'
-down_revision = 'b7d2f9e4c1a8'
+down_revision = 'ca4514187507'
 branch_labels = None
 depends_on = None
 

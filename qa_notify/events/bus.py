@@ -154,8 +154,9 @@ def push_events(r: redis.Redis, events: list[tuple[str, dict, list[tuple[int, in
                 keys: list[str] = []
                 args: list = list(common)
                 for user_id, notification_id in group[start : start + SCRIPT_CHUNK]:
-                    keys += [channels.user_stream(user_id), channels.delivered_marker(user_id, notification_id)]
-                    args += [channels.user_channel(user_id), int(notification_id)]
+                    stream, marker, channel = channels.delivery_keys(user_id, notification_id)
+                    keys += [stream, marker]
+                    args += [channel, int(notification_id)]
                 calls.append((keys, args))
                 owners.append(index)
     pushed = [0] * len(events)

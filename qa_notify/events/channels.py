@@ -69,6 +69,13 @@ def _user_prefix(user_id: int) -> str:
     return f"{PREFIX}:{{{PARTITION_TAGS[partition(user_id)]}}}:u:{int(user_id)}"
 
 
+def delivery_keys(user_id: int, notification_id: int) -> tuple[str, str, str]:
+    """Return ``user_stream``, ``delivered_marker`` and ``user_channel`` of one delivery at once
+    (the fan-out names three keys per recipient: the prefix is worked out once)."""
+    prefix = _user_prefix(user_id)
+    return f"{prefix}:events", f"{prefix}:sent:{int(notification_id)}", f"{prefix}:live"
+
+
 def user_channel(user_id: int) -> str:
     """Return the (sharded) pub/sub channel carrying ``user_id``'s live events."""
     return f"{_user_prefix(user_id)}:live"

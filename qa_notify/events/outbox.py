@@ -19,7 +19,7 @@ from ..extensions import db
 from ..models import OutboxEvent, utcnow
 from .audiences import Audience
 from .drain import request_drain
-from .types import Event, event_type_of
+from .types import Event, event_type_of, question_id_of
 
 _PENDING_KEY = "qa_notify_outbox_pending"
 
@@ -44,6 +44,7 @@ def emit(event: Event, audience: Audience, actor_id: int | None = None, source_k
         actor_id=actor_id,
         source_key=source_key,
         group_key=event.group_key(),
+        question_id=question_id_of(event),
     )
     db.session.add(row)
     db.session.flush()

@@ -118,13 +118,18 @@ class CustomEvent(Event):
 
 @dataclass(frozen=True)
 class ReadEvent(Event):
-    """Live-only: some of your notifications were marked read (in another tab, maybe)."""
+    """Live-only: some of your notifications were marked read (in another tab, maybe).
+
+    ``unread`` True: they were marked unread again (the inbox's "Mark unread"); the page
+    treats their groups as unread and takes ``unread_count`` for its badge either way.
+    """
 
     type: ClassVar[str] = "read"
     inbox: ClassVar[bool] = False
     ids: list[int]
     all: bool
     unread_count: int
+    unread: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,11 @@ SERVER_FIELDS = ("notification_id", "v", "source")
 def event_type_of(event: Event) -> str:
     """Return the wire name of ``event`` (a custom event's own name)."""
     return event.name if isinstance(event, CustomEvent) else event.type
+
+
+def question_id_of(event: Event) -> int | None:
+    """Return the id of the question ``event`` is about (answers, mentions, a new question), else None."""
+    return event.question_id if isinstance(event, NewQuestion | PostEvent) else None
 
 
 def excerpt(text: str, limit: int = 140) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from email_validator import EmailNotValidError, validate_email
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 
 from ..extensions import db
 from ..models import EMAIL_MODES, User, utcnow
@@ -10,9 +12,9 @@ from .confirm import request_confirmation
 
 MAX_ADDRESS = 254
 MODE_LABELS = {
-    "off": "Never",
-    "away": "When I'm away",
-    "digest": "A daily digest",
+    "off": _l("Never"),
+    "away": _l("When I'm away"),
+    "digest": _l("A daily digest"),
 }
 
 
@@ -25,11 +27,11 @@ def normalise_address(raw: str) -> str | None:
     if not raw:
         return None
     if len(raw) > MAX_ADDRESS:
-        raise ValueError(f"An email address has at most {MAX_ADDRESS} characters.")
+        raise ValueError(_("An email address has at most %(num)d characters.", num=MAX_ADDRESS))
     try:
         return validate_email(raw, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise ValueError(f"That is not an email address: {exc}") from None
+        raise ValueError(_("That is not an email address: %(reason)s", reason=exc)) from None
 
 
 def email_preferences(user: User) -> dict:

@@ -1,4 +1,4 @@
-"""JSON endpoints for the inbox: list, mark read, unread count (preferences are ``qa_notify.preferences``, the long-poll fallback ``qa_notify.live.longpoll``)."""
+"""JSON endpoints for the inbox: list (filtered), mark read or unread, archive, unread count (preferences are ``qa_notify.preferences``, the long-poll fallback ``qa_notify.live.longpoll``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..jsonapi import APIError, api_login_required, field, json_body
 from ..models import MAX_ID, valid_id
 from . import bp
 from .inbox import list_groups, mark_read, unread_count
+from .triage import archive, mark_unread, parse_filter
 
 MAX_IDS = 1000
 
@@ -32,7 +33,10 @@ def api_inbox():
     """Return the inbox items (groups) newest first, with the unread count (of groups)."""
     before = _int_arg("before", None, 1, MAX_ID)
     limit = _int_arg("limit", 20, 1, 100)
-    items = list_groups(current_user.id, before, limit)
+    found, errors = parse_filter(request.args)
+    if errors:
+        raise APIError(422, "; ".join(errors))
+    items = list_groups(current_user.id, before, limit, found.where())
     return jsonify(items=[n.to_dict() for n in items], unread_count=unread_count(current_user.id))
 
 
@@ -59,3 +63,27 @@ def api_mark_read():
             )
     changed, count = mark_read(current_user.id, ids)
     return jsonify(marked=changed, unread_count=count)
+
+
+def _item_ids() -> list[int]:
+    """Return the body's ``ids`` (inbox item ids), or raise a 422 APIError."""
+    ids = field(json_body(), "ids", list)
+    if not ids or len(ids) > MAX_IDS or not all(valid_id(i) for i in ids):
+        raise APIError(422, f"'ids' must be a list of 1 to {MAX_IDS} notification ids (1 to {MAX_ID})")
+    return ids
+
+
+@bp.post("/api/notifications/unread")
+@api_login_required
+def api_mark_unread():
+    """Mark some read items (every part) unread again; other tabs are told."""
+    changed, count = mark_unread(current_user.id, _item_ids())
+    return jsonify(marked=changed, unread_count=count)
+
+
+@bp.post("/api/notifications/archive")
+@api_login_required
+def api_archive():
+    """Archive some items (every part; unread ones are read too); other tabs are told."""
+    changed, count = archive(current_user.id, _item_ids())
+    return jsonify(archived=changed, unread_count=count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,19 +69,22 @@ class Group:
         }
 
 
-def _in_group(user_id: int, key: str, read_at: datetime | None):
-    """The WHERE clause selecting one group's parts."""
+def in_group(user_id: int, key: str, read_at: datetime | None):
+    """Return the WHERE clause selecting one item's parts: its group's, unread or read together at ``read_at``."""
     same_read = Notification.read_at.is_(None) if read_at is None else Notification.read_at == read_at
     return (Notification.user_id == user_id, key == GROUP, same_read)
 
 
-def list_groups(user_id: int, before: int | None = None, limit: int = 20) -> list[Group]:
+def list_groups(user_id: int, before: int | None = None, limit: int = 20, where: Iterable = ()) -> list[Group]:
     """Return the user's inbox items newest first (older than item id ``before`` if given).
 
     Grouping happens here, when the inbox is read, so the fan-out writes one plain row per
     recipient and never reads or updates a group: unread parts of one key are one item;
-    read parts are one item per (key, moment they were read together).
+    read parts are one item per (key, moment they were read together). ``where`` narrows
+    the parts (the triage filters, ``triage.InboxFilter.where``); without it, archived
+    items are left out.
     """
+    where = list(where) or [Notification.archived_at.is_(None)]
     latest = func.max(Notification.id)
     query = (
         select(
@@ -92,7 +96,7 @@ def list_groups(user_id: int, before: int | None = None, limit: int = 20) -> lis
             func.min(Notification.created_at).label("first_at"),
         )
         .join(OutboxEvent, Notification.outbox_id == OutboxEvent.id)
-        .where(Notification.user_id == user_id)
+        .where(Notification.user_id == user_id, *where)
         .group_by(GROUP, Notification.read_at)
         .order_by(latest.desc())
         .limit(max(1, min(limit, MAX_PAGE)))
@@ -116,7 +120,7 @@ def _actor_names(user_id: int, key: str, read_at: datetime | None) -> list[str]:
     payloads = db.session.scalars(
         select(OutboxEvent.payload)
         .join(Notification, Notification.outbox_id == OutboxEvent.id)
-        .where(*_in_group(user_id, key, read_at))
+        .where(*in_group(user_id, key, read_at))
         .order_by(Notification.id.desc())
         .limit(20)
     )
@@ -179,11 +183,17 @@ def mark_read(user_id: int, ids: list[int] | None) -> tuple[list[int], int]:
             )
         db.session.commit()
     count = unread_count(user_id)
-    r = bus.redis_client_or_none()
-    if r is not None:
-        told = changed[:MAX_READ_IDS_TOLD] if ids is not None else []
-        try:
-            bus.push_live(r, user_id, ReadEvent(ids=told, all=ids is None, unread_count=count))
-        except Exception:  # the badge in other tabs catches up on their next fetch
-            log.warning("could not tell user %s's other tabs about read state", user_id, exc_info=True)
+    told = changed[:MAX_READ_IDS_TOLD] if ids is not None else []
+    tell_tabs(user_id, ReadEvent(ids=told, all=ids is None, unread_count=count))
     return changed, count
+
+
+def tell_tabs(user_id: int, event: ReadEvent) -> None:
+    """Push a read-state change to every open stream of the user (their badges and inbox pages follow)."""
+    r = bus.redis_client_or_none()
+    if r is None:
+        return
+    try:
+        bus.push_live(r, user_id, event)
+    except Exception:  # the badge in other tabs catches up on their next fetch
+        log.warning("could not tell user %s's other tabs about read state", user_id, exc_info=True)

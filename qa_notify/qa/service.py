@@ -168,5 +168,5 @@ def is_following(user: User, kind: str, target_id: int) -> bool:
     """True if ``user`` follows the question, topic or user ``target_id``."""
     if not user.is_authenticated:
         return False
-    _, who, what, _ = FOLLOW_MODELS[kind]
+    _model, who, what, _name = FOLLOW_MODELS[kind]
     return db.session.scalar(select(who).where(who == user.id, what == target_id)) is not None

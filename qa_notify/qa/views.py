@@ -16,6 +16,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from ..extensions import db
 from ..jsonapi import page_role_required
 from ..models import Answer, Question, Topic, TopicFollow, User, question_topics
+from ..notifications.triage import read_question
 from . import bp
 from .mentions import link_mentions, members_named
 from .service import (
@@ -107,8 +108,15 @@ def home():
 
 @bp.get("/questions/<id:question_id>")
 def question_page(question_id: int):
-    """Show a question, its answers, the answer form and the follow button."""
-    return render_question(get_or_404(Question, question_id), AnswerForm())
+    """Show a question, its answers, the answer form and the follow button.
+
+    Viewing it reads the viewer's unread notifications about it (every open tab's badge
+    follows), before the page renders its own badge.
+    """
+    question = get_or_404(Question, question_id)
+    if current_user.is_authenticated:
+        read_question(current_user.id, question.id)
+    return render_question(question, AnswerForm())
 
 
 def render_question(question: Question, form: AnswerForm):

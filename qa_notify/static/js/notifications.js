@@ -224,7 +224,16 @@
     var items = document.querySelectorAll("li.notification[data-id]");
     var ids = new Set((data.ids || []).map(String));
     items.forEach(function (item) {
-      if (data.all || ids.has(item.dataset.id)) item.classList.remove("unread");
+      if (data.all || ids.has(item.dataset.id)) item.classList.toggle("unread", !!data.unread);
+    });
+  }
+
+  // "Mark unread" (a read event with unread: true): those groups count as unread again, so
+  // their next event leaves the badge alone.
+  function markGroupsUnread(data) {
+    (data.ids || []).forEach(function (id) {
+      var group = groupOfPart.get(String(id));
+      if (group) groupState.set(group, "unread");
     });
   }
 
@@ -462,7 +471,7 @@
     if (type === "preferences") {
       silent = new Set(Array.isArray(data.silent) ? data.silent : []);
     } else if (type === "read") {
-      forgetReadGroups(data);
+      if (data.unread) markGroupsUnread(data); else forgetReadGroups(data);
       setBadge(data.unread_count);
       markInboxItemsRead(data);
     } else if (type === "resync") {
