@@ -36,6 +36,10 @@ ROUTES = [
     ("GET", "/api/admin/deliveries/failed", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
     ("POST", "/api/admin/deliveries/{question}/retry", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 404}),
     ("GET", "/api/admin/live", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    # Watch levels (issue 18).
+    ("GET", "/api/questions/{question}/watch", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/questions/{question}/watch", {"level": "muted"}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/topics/{topic}/watch", {"level": "watching"}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
 ]
 
 
