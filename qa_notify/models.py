@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -23,7 +23,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .extensions import db
+from .extensions import Base, db
+
+# Every model's base: Flask-SQLAlchemy's ``db.Model`` (built from ``Base``), which mypy cannot
+# follow as a class; it is told the declarative base it is.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 
 ROLES = ("user", "moderator", "admin")
 # off: never; away: unread notifications the user was not there to see; digest: once a day.
@@ -52,7 +59,7 @@ question_topics = Table(
 )
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """A member of the site; ``role`` is user, moderator or admin."""
 
     __tablename__ = "users"
@@ -124,7 +131,7 @@ class User(UserMixin, db.Model):
         return {"id": self.id, "username": self.username, "role": self.role}
 
 
-class Topic(db.Model):
+class Topic(Model):
     """A subject questions are filed under; moderators follow topics to watch them."""
 
     __tablename__ = "topics"
@@ -138,7 +145,7 @@ class Topic(db.Model):
         return {"id": self.id, "name": self.name}
 
 
-class Question(db.Model):
+class Question(Model):
     """A question asked by a user, filed under topics."""
 
     __tablename__ = "questions"
@@ -170,7 +177,7 @@ class Question(db.Model):
         return data
 
 
-class Answer(db.Model):
+class Answer(Model):
     """An answer to a question."""
 
     __tablename__ = "answers"
@@ -195,7 +202,7 @@ class Answer(db.Model):
         }
 
 
-class QuestionFollow(db.Model):
+class QuestionFollow(Model):
     """A user following a question: they hear of every new answer."""
 
     __tablename__ = "question_follows"
@@ -208,7 +215,7 @@ class QuestionFollow(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class TopicFollow(db.Model):
+class TopicFollow(Model):
     """A user following a topic: they hear of every new question in it."""
 
     __tablename__ = "topic_follows"
@@ -220,7 +227,7 @@ class TopicFollow(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class UserFollow(db.Model):
+class UserFollow(Model):
     """A user following another user: they hear of every question that user asks."""
 
     __tablename__ = "user_follows"
@@ -232,7 +239,7 @@ class UserFollow(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
-class MutedType(db.Model):
+class MutedType(Model):
     """An event type (or ``producers``, every producer's type) a user turned off on every channel.
 
     The fan-out reads only this: such an event gets no inbox row at all. A type still on
@@ -245,7 +252,7 @@ class MutedType(db.Model):
     event_type: Mapped[str] = mapped_column(String(32), primary_key=True)
 
 
-class ChannelMute(db.Model):
+class ChannelMute(Model):
     """One channel (``in_app``, ``push``, ``email``) a user turned off for a type still on elsewhere.
 
     The event is kept in the inbox; it is just not announced on this channel.
@@ -258,7 +265,7 @@ class ChannelMute(db.Model):
     channel: Mapped[str] = mapped_column(String(8), primary_key=True)
 
 
-class OutboxEvent(db.Model):
+class OutboxEvent(Model):
     """An event written in the same transaction as the domain change that caused it.
 
     Workers turn each row into notifications; ``delivered_at`` is set once the fan-out finished.
@@ -302,7 +309,7 @@ class OutboxEvent(db.Model):
     question_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
 
 
-class Notification(db.Model):
+class Notification(Model):
     """One event in one user's inbox: the system of record for what a user was told.
 
     The payload lives once on the outbox event; a row here is just (user, event, read?),
@@ -363,7 +370,7 @@ def inbox_insert():
     return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
-class EmailMessage(db.Model):
+class EmailMessage(Model):
     """One notification email to one user: recorded (``sending``) before it is handed to SMTP.
 
     ``sent`` once the server took it. A row left ``sending`` (the worker died mid-send) is
@@ -383,7 +390,7 @@ class EmailMessage(db.Model):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class Broadcast(db.Model):
+class Broadcast(Model):
     """An announcement an admin sent to everyone or to one role."""
 
     __tablename__ = "broadcasts"
@@ -398,12 +405,33 @@ class Broadcast(db.Model):
     author: Mapped[User | None] = relationship()
 
 
-# mypy cannot see flask-sqlalchemy's dynamic ``db.Model`` (the classes above are listed in
-# mypy-baseline.txt for it); the push model names it through a typed alias instead.
-_PushModelBase: Any = db.Model
+# Watch levels (issue 18): how much a user hears of one question or topic. "normal" is the
+# default and has no row; a question's "watching" is its QuestionFollow row, so only its
+# "muted" is stored here; a topic's "watching" and "muted" are (its "normal" is following).
+WATCH_KINDS = ("question", "topic")
+WATCH_LEVELS = ("watching", "normal", "muted")
 
 
-class PushSubscription(_PushModelBase):
+class WatchLevel(Model):
+    """A user's watch level on a question or a topic, when it is not the default (see qa.watch).
+
+    ``target_id`` is a question's or a topic's id as ``kind`` says (no foreign key: neither
+    is ever deleted); events.recipients reads these rows once per batch of recipients.
+    """
+
+    __tablename__ = "watch_levels"
+    # Who watches one target at one level, in user id order: a topic's watchers are a
+    # keyset source of a new answer's recipients (events.recipients).
+    __table_args__ = (Index("ix_watch_levels_target", "kind", "target_id", "level", "user_id"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    target_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PushSubscription(Model):
     """One browser's Web Push subscription (qa_notify.push): where and how to push to one device.
 
     ``endpoint`` is the push service's URL for that browser, unique: a browser signed in as

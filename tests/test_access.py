@@ -45,6 +45,10 @@ ROUTES = [
     ("GET", "/api/admin/deliveries/failed", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
     ("POST", "/api/admin/deliveries/{question}/retry", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 404}),
     ("GET", "/api/admin/live", None, {ANON: 401, USER: 403, MOD: 403, ADMIN: 200}),
+    # Watch levels (issue 18).
+    ("GET", "/api/questions/{question}/watch", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/questions/{question}/watch", {"level": "muted"}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
+    ("PUT", "/api/topics/{topic}/watch", {"level": "watching"}, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     # Web Push (qa_notify.push): a browser's subscription on a default push service's host.
     ("GET", "/api/push/subscriptions", None, {ANON: 401, USER: 200, MOD: 200, ADMIN: 200}),
     ("POST", "/api/push/subscriptions", PUSH_SUBSCRIPTION, {ANON: 401, USER: 201, MOD: 201, ADMIN: 201}),

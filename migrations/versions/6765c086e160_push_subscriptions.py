@@ -1,7 +1,7 @@
 """push subscriptions: one row per browser that may be sent Web Push
 
 Revision ID: 6765c086e160
-Revises: af6ddaf6d605
+Revises: 26eb870ad95d
 Create Date: 2026-12-02 11:00:00.000000
 
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '6765c086e160'
-down_revision = 'af6ddaf6d605'
+down_revision = '26eb870ad95d'
 branch_labels = None
 depends_on = None
 

@@ -72,13 +72,18 @@ class Everyone(Audience):
 
 @dataclass(frozen=True)
 class Users(Audience):
-    """These users (those who still exist)."""
+    """These users (those who still exist); ``question_id``: the question the event is about,
+    if any (a mention), so a user who muted that question is left out (events.recipients)."""
 
     kind: ClassVar[str] = "users"
     user_ids: list[int]
+    question_id: int | None = None
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "user_ids": list(self.user_ids)}
+        stored: dict = {"kind": self.kind, "user_ids": list(self.user_ids)}
+        if self.question_id is not None:
+            stored["question_id"] = self.question_id
+        return stored
 
 
 def parse_audience(stored: Audience | dict) -> Audience:
@@ -92,7 +97,10 @@ def parse_audience(stored: Audience | dict) -> Audience:
         if kind == Everyone.kind:
             return Everyone(role=stored.get("role") or None)
         if kind == Users.kind:
-            return Users(user_ids=[int(i) for i in stored.get("user_ids", [])])
+            about = stored.get("question_id")
+            return Users(
+                user_ids=[int(i) for i in stored.get("user_ids", [])], question_id=None if about is None else int(about)
+            )
         excluded = [int(i) for i in stored.get("except") or []]
         return _KINDS[kind](question_id=int(stored["question_id"]), excluded=excluded)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -29,10 +29,11 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import cast
 
 import redis
 from flask import current_app
-from sqlalchemy import Row, exists, or_, select, update
+from sqlalchemy import Row, Table, exists, or_, select, update
 
 from ..extensions import db
 from ..jobs import jobs
@@ -50,7 +51,7 @@ DRAIN_FLAG_SECONDS = 5
 # A drain that still finds rows after this long hands over to a new task (and at most half
 # the broker's visibility timeout, after which the broker would hand the same task out again).
 DRAIN_TASK_SECONDS = 10
-_outbox = OutboxEvent.__table__
+_outbox = cast(Table, OutboxEvent.__table__)
 
 
 # KEYS: the drain flag, the wake-up list. ARGV: force (1/0), flag ttl, list ttl. Set the flag

@@ -24,7 +24,7 @@ from ..models import Notification, OutboxEvent, inbox_insert, utcnow
 from . import bus, channels
 from .audiences import Everyone, parse_audience
 from .broadcast import deliver_to_everyone
-from .recipients import recipient_batches
+from .recipients import recipient_batches, still_recipients
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,8 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
                 enqueue_batch(event.id, user_ids)
         else:
             for user_ids in batches:
-                store_and_push([(event, user_ids)])
+                # Read before the batches ran: who unfollowed or muted since is left out.
+                store_and_push([(event, still_recipients(event.audience, event.event_type, event.actor_id, user_ids))])
                 lock.extend(stall, replace_ttl=True)
             event.delivered_at = utcnow()
             db.session.commit()
@@ -146,11 +147,16 @@ def _fan_out_large(event: OutboxEvent, batches: list[list[int]], enqueue_batch, 
 
 
 def deliver_split_batch(outbox_id: int, user_ids: list[int]) -> int:
-    """Deliver one batch of a split fan-out; the last batch marks the outbox row delivered."""
+    """Deliver one batch of a split fan-out; the last batch marks the outbox row delivered.
+
+    The batch's ids were read when the fan-out was split; who unfollowed or muted since
+    (the question, its topic, the type) is left out now (``recipients.still_recipients``).
+    """
     event = db.session.get(OutboxEvent, outbox_id)
     if event is None:
         return 0
-    pushed = store_and_push([(event, user_ids)])
+    kept = still_recipients(event.audience, event.event_type, event.actor_id, user_ids)
+    pushed = store_and_push([(event, kept)])
     r = bus.redis_client()
     key = channels.outbox_progress(outbox_id)
     left = r.decr(key)

@@ -3,8 +3,17 @@
 Recipients are computed in the database, ordered by user id and read in keyset batches, so
 an event for 100,000 followers never loads them all at once; the recipients of many small
 events are read together, one query per kind of audience. Who is left out (the actor, who
-was told another way, who muted the type) is one rule, ``_exclude``, for both; an event for
-everyone says the same rule in SQL (``everyone_select``), for one bulk insert.
+was told another way, who muted the type, who muted the question or its topic) is one rule,
+``_exclude``, for both; an event for everyone says the same rule in SQL (``everyone_select``),
+for one bulk insert.
+
+Watch levels (qa.watch): a topic's watchers are one more source of a new answer's
+audience; whoever muted the question an event is about, or one of its topics without
+watching the question itself, is left out of it, whatever made them a candidate (a follow,
+being the asker, a mention). Levels are read in ONE query per batch of candidates
+(``_silenced``), like muted types (``_muted``), never per recipient. A split fan-out's batch
+tasks carry user ids resolved at dispatch; ``still_recipients`` applies the follow graph and
+both mute rules to them again when they run, so a mute or an unfollow stops what is queued.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, exists, func, select, union
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, exists, func, select, true, union, union_all
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
@@ -24,10 +33,16 @@ from ..models import (
     TopicFollow,
     User,
     UserFollow,
+    WatchLevel,
     question_topics,
 )
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
 from .types import preference_key
+
+# Ids spread at most this many times their number apart are read as their range (``_among``).
+_DENSE = 4
+# A topic's watchers hear of every answer in its questions (qa.watch).
+_TOPIC_WATCHING = and_(WatchLevel.kind == "topic", WatchLevel.level == "watching")
 
 # Audiences read per question: who follows it (and its asker), or its topics and its author.
 _BY_QUESTION = ("new_question", "new_answer")
@@ -57,7 +72,12 @@ def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = Tr
         QuestionFollow.question_id.in_(question_ids)
     )
     author = pick(Question.id, Question.author_id).where(Question.id.in_(question_ids))
-    return union(followers, author)
+    watchers = (
+        pick(question_topics.c.question_id, WatchLevel.user_id)
+        .join(WatchLevel, and_(_TOPIC_WATCHING, WatchLevel.target_id == question_topics.c.topic_id))
+        .where(question_topics.c.question_id.in_(question_ids))
+    )
+    return union(followers, author, watchers)
 
 
 # One source of candidates: a SELECT of ``user_id`` and the column it is keyed on.
@@ -69,11 +89,17 @@ def _sources(audience: Audience) -> list[Source]:
     from an index (``(question_id, user_id)``, ``(topic_id, user_id)``, ...)."""
     if isinstance(audience, PostAudience):
         question = audience.question_id
+        topics = list(
+            db.session.scalars(select(question_topics.c.topic_id).where(question_topics.c.question_id == question))
+        )
         if audience.kind == QuestionFollowers.kind:
             followers = select(QuestionFollow.user_id).where(QuestionFollow.question_id == question)
             asker = select(Question.author_id.label("user_id")).where(Question.id == question)
-            return [(followers, QuestionFollow.user_id), (asker, Question.author_id)]
-        topics = db.session.scalars(select(question_topics.c.topic_id).where(question_topics.c.question_id == question))
+            watchers: list[Source] = [
+                (select(WatchLevel.user_id).where(_TOPIC_WATCHING, WatchLevel.target_id == topic), WatchLevel.user_id)
+                for topic in topics
+            ]
+            return [(followers, QuestionFollow.user_id), (asker, Question.author_id), *watchers]
         by_topic = [
             (select(TopicFollow.user_id).where(TopicFollow.topic_id == topic), TopicFollow.user_id) for topic in topics
         ]
@@ -116,18 +142,91 @@ class Addressed:
     exclude_user_id: int | None
 
 
+def _dense_range(user_ids: list[int]) -> tuple[int, int] | None:
+    """The lowest and highest of ``user_ids`` if they lie close together (a keyset batch's), else None."""
+    if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
+        return min(user_ids), max(user_ids)
+    return None
+
+
+def _among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElement[bool]:
+    """``column`` is one of ``user_ids``, said the cheap way: the ids of a keyset batch lie
+    close together, and their range is one index range scan (the caller drops the few ids
+    in it that are not in the batch), where 2,000 ids in an IN list are 2,000 lookups."""
+    bounds = _dense_range(user_ids)
+    return column.between(*bounds) if bounds else column.in_(user_ids)
+
+
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     """Return the (user, preference key) pairs these users turned off on every channel."""
-    rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(MutedType.user_id.in_(user_ids)))
-    return {(user_id, event_type) for user_id, event_type in rows}
+    rows = db.session.execute(
+        select(MutedType.user_id, MutedType.event_type).where(_among(MutedType.user_id, user_ids))
+    )
+    wanted = set(user_ids)
+    return {(user_id, event_type) for user_id, event_type in rows if user_id in wanted}
 
 
-def _exclude(event: Addressed, candidates: list[int], muted: set[tuple[int, str]]) -> list[int]:
+def _question_of(audience: Audience | dict) -> int | None:
+    """Return the question an event is about (a post's, a mention's), or None."""
+    audience = parse_audience(audience)
+    return audience.question_id if isinstance(audience, PostAudience | Users) else None
+
+
+def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int]]:
+    """Return the (user, question) pairs of these users and questions that the user muted:
+    the question itself, or one of its topics while not watching (following) the question.
+
+    One query for all of them, whatever their number: a keyset batch's as their id range;
+    a drain's scattered candidates not at all (the mutes of these few questions and their
+    topics are read, and the users picked here), so it never carries a list of ids, however
+    many the drained events have together.
+    """
+    if not user_ids or not question_ids:
+        return set()
+    bounds = _dense_range(user_ids)
+    in_range = WatchLevel.user_id.between(*bounds) if bounds else true()
+    by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
+        WatchLevel.kind == "question",
+        WatchLevel.level == "muted",
+        WatchLevel.target_id.in_(question_ids),
+        in_range,
+    )
+    watched = exists().where(
+        QuestionFollow.user_id == WatchLevel.user_id, QuestionFollow.question_id == question_topics.c.question_id
+    )
+    by_topic = (
+        select(WatchLevel.user_id, question_topics.c.question_id)
+        .join(question_topics, question_topics.c.topic_id == WatchLevel.target_id)
+        .where(
+            WatchLevel.kind == "topic",
+            WatchLevel.level == "muted",
+            question_topics.c.question_id.in_(question_ids),
+            in_range,
+            ~watched,
+        )
+    )
+    wanted = set(user_ids)
+    rows = db.session.execute(union(by_question, by_topic))
+    return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
+
+
+def _exclude(
+    event: Addressed, candidates: list[int], muted: set[tuple[int, str]], silenced: set[tuple[int, int]]
+) -> list[int]:
     """Who of the candidates hears of ``event``: not the actor, not who was told of the same
-    post another way (mentioned in it), not who muted its type. The one place of this rule."""
+    post another way (mentioned in it), not who muted its type, not who muted its question
+    (``silenced``, see ``_silenced``). The one place of this rule."""
     told = parse_audience(event.audience).left_out()
     key = preference_key(event.event_type)
-    return [uid for uid in candidates if uid != event.exclude_user_id and uid not in told and (uid, key) not in muted]
+    question = _question_of(event.audience)
+    return [
+        uid
+        for uid in candidates
+        if uid != event.exclude_user_id
+        and uid not in told
+        and (uid, key) not in muted
+        and (uid, question) not in silenced
+    ]
 
 
 def recipient_batches(
@@ -140,15 +239,41 @@ def recipient_batches(
     audience = parse_audience(audience)
     event = Addressed(0, audience, event_type, exclude_user_id)
     sources = _sources(audience)
+    questions = _questions([event])
     after = 0
     while True:
         batch = list(db.session.scalars(_page(sources, after, batch_size)))
         if not batch:
             return
-        kept = _exclude(event, batch, _muted(batch))
+        kept = _exclude(event, batch, _muted(batch), _silenced(batch, questions))
         if kept:
             yield kept
         after = batch[-1]
+
+
+def _questions(events: list[Addressed]) -> set[int]:
+    """Return the questions these events are about."""
+    return {q for q in (_question_of(e.audience) for e in events) if q is not None}
+
+
+def still_recipients(
+    audience: Audience | dict, event_type: str, exclude_user_id: int | None, user_ids: list[int]
+) -> list[int]:
+    """Return those of ``user_ids`` (resolved earlier) who hear of the event now, ascending.
+
+    A split fan-out's batch waits in the queue after its ids were read: who unfollowed,
+    muted the question or its topic, or muted the type since is left out when it runs. One
+    query for membership in the audience, one for each mute rule, for the whole batch.
+    """
+    audience = parse_audience(audience)
+    if not user_ids or isinstance(audience, Everyone):
+        return sorted(set(user_ids))
+    members = [query.where(_among(column, user_ids)) for query, column in _sources(audience)]
+    wanted = set(user_ids)
+    found = db.session.scalars(union_all(*members) if len(members) > 1 else members[0])
+    candidates = sorted({uid for uid in found if uid in wanted})
+    event = Addressed(0, audience, event_type, exclude_user_id)
+    return _exclude(event, candidates, _muted(candidates), _silenced(candidates, _questions([event])))
 
 
 def everyone_select(audience: Everyone, event_type: str, exclude_user_id: int | None) -> Select:
@@ -178,7 +303,8 @@ class Resolved:
 
 
 def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
-    """Resolve many events' recipients at once: one query per audience kind, one for mutes.
+    """Resolve many events' recipients at once: one query per audience kind, one for muted
+    types, one for muted questions and topics.
 
     An event with more than ``at_most`` candidates is left ``apart``, for
     ``recipient_batches``, and so is an event for everyone, for ``everyone_select``; the
@@ -193,10 +319,12 @@ def recipient_lists(events: list[Addressed], at_most: int) -> Resolved:
         except AudienceError as exc:
             resolved.unresolved[e.key] = exc
     candidates = _small_candidates(parsed, at_most, resolved.apart)
-    muted = _muted(sorted({uid for found in candidates.values() for uid in found}))
+    everybody = sorted({uid for found in candidates.values() for uid in found})
+    muted = _muted(everybody)
+    silenced = _silenced(everybody, _questions([e for e in parsed if e.key in candidates]))
     for e in parsed:
         if e.key in candidates:
-            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted)
+            resolved.recipients[e.key] = _exclude(e, candidates[e.key], muted, silenced)
     return resolved
 
 

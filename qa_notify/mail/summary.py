@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import CursorResult, bindparam, func, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, func, or_, select, update
 
 from .. import quiet
 from ..extensions import db
@@ -83,7 +83,7 @@ def _record_starts(began: list[dict]) -> None:
     """Set ``quiet_summary_from`` of users whose period began (where no other run did): one executemany."""
     if not began:
         return
-    users = User.__table__
+    users = cast(Table, User.__table__)
     db.session.execute(
         users.update()
         .where(users.c.id == bindparam("uid"), users.c.quiet_summary_from.is_(None))

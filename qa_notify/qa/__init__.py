@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("qa", __name__)
 
-from . import api, views  # noqa: E402, F401  (routes register themselves on bp)
+from . import api, views, watch_views  # noqa: E402, F401  (routes register themselves on bp)

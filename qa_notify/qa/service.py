@@ -15,6 +15,7 @@ from ..events.types import Mention, NewAnswers, NewQuestion, excerpt
 from ..extensions import db
 from ..models import Answer, Question, QuestionFollow, Topic, TopicFollow, User, UserFollow
 from .mentions import mentioned_users, unmuted
+from .watch import forget_contrary_level
 
 TOPIC_PATTERN = re.compile(r"^[\w][\w .+#-]{0,49}\Z")
 MAX_TITLE = 200
@@ -93,7 +94,7 @@ def _notify_mentions(author: User, question: Question, answer: Answer | None, te
             excerpt=excerpt(shown),
             url=question_path(question.id, answer.id if answer is not None else None),
         )
-        emit(event, Users(told), actor_id=author.id)
+        emit(event, Users(told, question_id=question.id), actor_id=author.id)
     return told
 
 
@@ -151,12 +152,14 @@ def set_follow(user: User, kind: str, target_id: int, following: bool) -> bool:
     if following and not exists:
         who_field = "follower_id" if kind == "user" else "user_id"
         db.session.add(model(**{who_field: user.id, target_field: target_id}))
+        forget_contrary_level(user.id, kind, target_id, following)
         try:
             db.session.commit()
         except IntegrityError:  # a concurrent request followed first
             db.session.rollback()
     elif not following and exists:
         db.session.execute(delete(model).where(who == user.id, what == target_id))
+        forget_contrary_level(user.id, kind, target_id, following)
         db.session.commit()
     return following
 

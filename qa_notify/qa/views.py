@@ -262,9 +262,9 @@ def follow(kind: str, target_id: int):
 
 def display_name(kind: str, target: Question | Topic | User) -> str:
     """Return how a flash message names a followed thing."""
-    if kind == "question":
+    if isinstance(target, Question):
         return _("“%(title)s”", title=target.title)
-    if kind == "topic":
+    if isinstance(target, Topic):
         return _("the topic “%(name)s”", name=target.name)
     return target.username
 

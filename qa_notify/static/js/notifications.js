@@ -344,6 +344,7 @@
     close.addEventListener("click", function (e) { e.stopPropagation(); dismissToast(toast); });
     toast.appendChild(close);
     toast.dataset.url = described.url || "";
+    document.dispatchEvent(new CustomEvent("qa:toast", { detail: { toast: toast, data: burst.data } })); // watch.js
   }
 
   function dismissToast(toast) {
@@ -490,6 +491,8 @@
   // notifications on, one OS notification from the leader.
   function present(burst) {
     if (window.qaNotifyQuiet && window.qaNotifyQuiet.isQuiet()) return; // snoozed or quiet hours
+    // watch.js cancels it for a question just muted in this browser (the event was in flight).
+    if (!document.dispatchEvent(new CustomEvent("qa:present", { cancelable: true, detail: burst.data }))) return;
     if (!anyTabVisible() && desktopWanted()) {
       if ((isLeader || !canElect) && !showDesktop(burst)) showToast(burst);
       return;
