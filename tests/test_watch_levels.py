@@ -19,7 +19,9 @@ from qa_notify.events import channels, fanout
 from qa_notify.events.audiences import QuestionFollowers
 from qa_notify.events.recipients import recipient_batches
 from qa_notify.extensions import db
-from qa_notify.models import Notification, OutboxEvent, Topic, User
+from qa_notify.models import Notification, OutboxEvent, User
+
+from .test_pipeline import make_topic
 
 
 def task(app, name: str):
@@ -39,14 +41,6 @@ def told(app, r: redis.Redis, user_id: int) -> list[tuple[str, int]]:
     stream = [(f["t"], json.loads(f["d"])["question_id"]) for _, f in r.xrange(channels.user_stream(user_id))]
     assert stream == inbox
     return inbox
-
-
-def make_topic(app, name: str) -> int:
-    with app.app_context():
-        topic = Topic(name=name)
-        db.session.add(topic)
-        db.session.commit()
-        return topic.id
 
 
 def ask(client, title: str, topics: tuple[str, ...] = ()) -> int:

@@ -3,6 +3,7 @@ server, and headless Chromium driven by Playwright."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -56,10 +58,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Redis + database + worker + web process, shared by a module's tests."""
-    tmp = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def running_stack(tmp: Path, **settings: str):
+    """Redis + database + worker + web process (with ``settings``), stopped on leaving."""
     redis_server = None
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
@@ -67,7 +68,7 @@ def stack(tmp_path_factory):
         redis_url = redis_server.url
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{tmp / 'browser.sqlite'}"
     # Short heartbeats: closed tabs are noticed fast, so stream counts settle quickly.
-    web = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5")
+    web = WebProcess(database_url, redis_url, SSE_HEARTBEAT_SECONDS="0.5", **settings)
     env = web.env
     if os.environ.get("DATABASE_URL"):
         subprocess.run([sys.executable, "-c", _RESET_SCHEMA], cwd=REPO, env=env, check=True)
@@ -80,12 +81,21 @@ def stack(tmp_path_factory):
         [sys.executable, str(REPO / "manage.py"), "worker", "-c", "1", "--loglevel", "warning"], cwd=REPO, env=env
     )
     web.start()
-    yield web
-    web.stop()
-    worker.terminate()
-    worker.wait(15)
-    if redis_server:
-        redis_server.stop()
+    try:
+        yield web
+    finally:
+        web.stop()
+        worker.terminate()
+        worker.wait(15)
+        if redis_server:
+            redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Redis + database + worker + web process, shared by a module's tests."""
+    with running_stack(tmp_path_factory.mktemp("stack")) as web:
+        yield web
 
 
 # The browser tests migrate a real database; on an external one start from an empty schema.

@@ -8,21 +8,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
 
-from devstack.embedded_redis import EmbeddedRedis
 from qa_notify.push.vapid import generate_pem
 
-from ..conftest import flush_redis
-from ..live import REPO, WebProcess
+from ..live import REPO
 from ..pushservice import PushService, b64url
-from .conftest import answer, ask, wait_for_streams, wait_until
+from .conftest import answer, ask, running_stack, wait_for_streams, wait_until
 
 pytestmark = pytest.mark.browser
 DOCS = REPO / "docs"
@@ -66,35 +62,18 @@ def push_service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, push_service):
     """The browser tests' stack, with Web Push on: a VAPID key, our push service allowed and trusted."""
-    tmp = tmp_path_factory.mktemp("push-stack")
-    redis_server = EmbeddedRedis(tmp / "valkey", persist=False).start()
     pem = generate_pem()
     public = Vapid02.from_pem(pem).public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     push_service.vapid_public_key = b64url(public)
-    web = WebProcess(
-        f"sqlite:///{tmp / 'push.sqlite'}",
-        redis_server.url,
-        SSE_HEARTBEAT_SECONDS="0.5",
-        VAPID_PRIVATE_KEY=pem.decode(),
-        PUSH_ALLOWED_HOSTS="localhost",
-        PUSH_CA_BUNDLE=str(push_service.cert_file),
-    )
-    env = web.env
-    subprocess.run(
-        [sys.executable, str(REPO / "manage.py"), "init-db"], cwd=REPO, env=env, check=True, capture_output=True
-    )
-    flush_redis(redis_server.url)
-    worker = subprocess.Popen(
-        [sys.executable, str(REPO / "manage.py"), "worker", "-c", "1", "--loglevel", "warning"], cwd=REPO, env=env
-    )
-    web.start()
-    yield web
-    web.stop()
-    worker.terminate()
-    worker.wait(15)
-    redis_server.stop()
+    settings = {
+        "VAPID_PRIVATE_KEY": pem.decode(),
+        "PUSH_ALLOWED_HOSTS": "localhost",
+        "PUSH_CA_BUNDLE": str(push_service.cert_file),
+    }
+    with running_stack(tmp_path_factory.mktemp("push-stack"), **settings) as web:
+        yield web
 
 
 @pytest.fixture(autouse=True)
