@@ -102,6 +102,18 @@ class PushService:
     def origin(self) -> str:
         return f"https://localhost:{self.port}"
 
+    def site_key(self) -> str:
+        """Make the site a VAPID key pair; this service checks pushes against its public half.
+        Return the private key (PEM) for the site's ``VAPID_PRIVATE_KEY``."""
+        from qa_notify.push.vapid import generate_pem
+
+        pem = generate_pem()
+        public = Vapid02.from_pem(pem).public_key.public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        self.vapid_public_key = b64url(public)
+        return pem.decode()
+
     def browser(self) -> Browser:
         """A new browser subscribed to this service."""
         token = b64url(os.urandom(12))

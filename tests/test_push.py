@@ -19,7 +19,6 @@ from qa_notify.extensions import db
 from qa_notify.live.leases import StreamQuota
 from qa_notify.models import Notification, PushSubscription
 from qa_notify.push import delivery
-from qa_notify.push.vapid import generate_pem
 
 from .pushservice import PushService, b64url
 
@@ -33,13 +32,8 @@ def push_service(tmp_path):
 
 def vapid_settings(push_service: PushService) -> dict:
     """The site's settings for a test push service: a fresh key pair, its host allowed, its CA trusted."""
-    pem = generate_pem()
-    public = Vapid02.from_pem(pem).public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    push_service.vapid_public_key = b64url(public)
     return {
-        "VAPID_PRIVATE_KEY": pem.decode(),
+        "VAPID_PRIVATE_KEY": push_service.site_key(),
         "VAPID_SUBJECT": "mailto:ops@example.com",
         "PUSH_ALLOWED_HOSTS": ("localhost",),
         "PUSH_CA_BUNDLE": str(push_service.cert_file),

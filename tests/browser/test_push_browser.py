@@ -11,13 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02
-
-from qa_notify.push.vapid import generate_pem
 
 from ..live import REPO
-from ..pushservice import PushService, b64url
+from ..pushservice import PushService
 from .conftest import answer, ask, running_stack, wait_for_streams, wait_until
 
 pytestmark = pytest.mark.browser
@@ -62,13 +58,8 @@ def push_service(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, push_service):
     """The browser tests' stack, with Web Push on: a VAPID key, our push service allowed and trusted."""
-    pem = generate_pem()
-    public = Vapid02.from_pem(pem).public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    push_service.vapid_public_key = b64url(public)
     settings = {
-        "VAPID_PRIVATE_KEY": pem.decode(),
+        "VAPID_PRIVATE_KEY": push_service.site_key(),
         "PUSH_ALLOWED_HOSTS": "localhost",
         "PUSH_CA_BUNDLE": str(push_service.cert_file),
     }

@@ -14,8 +14,6 @@ import time
 from collections import Counter
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02
 
 from qa_notify import create_app
 from qa_notify.events.audiences import Users
@@ -23,9 +21,8 @@ from qa_notify.events.outbox import emit
 from qa_notify.events.types import CustomEvent
 from qa_notify.extensions import db
 from qa_notify.push import subscriptions
-from qa_notify.push.vapid import generate_pem
 
-from ..pushservice import PushService, b64url
+from ..pushservice import PushService
 from .conftest import record
 
 pytestmark = pytest.mark.faults
@@ -60,13 +57,8 @@ class Dropper:
 
 
 def push_settings(service: PushService) -> dict[str, str]:
-    pem = generate_pem()
-    public = Vapid02.from_pem(pem).public_key.public_bytes(
-        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-    )
-    service.vapid_public_key = b64url(public)
     return {
-        "VAPID_PRIVATE_KEY": pem.decode(),
+        "VAPID_PRIVATE_KEY": service.site_key(),
         "VAPID_SUBJECT": "mailto:ops@example.com",
         "PUSH_ALLOWED_HOSTS": "localhost",
         "PUSH_CA_BUNDLE": str(service.cert_file),
