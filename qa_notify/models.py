@@ -449,6 +449,9 @@ class PushSubscription(Model):
     user_agent: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The sign-in that subscribed (``session["sid"]``): signing out of it unsubscribes this
+    # browser, so a shared browser never shows the previous user's pushes.
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
     def to_dict(self) -> dict:
         """Return the JSON form of the device (never its keys)."""

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from py_vapid import Vapid02
+from sqlalchemy import select
 
 from qa_notify.events import channels
 from qa_notify.events.audiences import Users
@@ -20,6 +21,7 @@ from qa_notify.live.leases import StreamQuota
 from qa_notify.models import Notification, PushSubscription
 from qa_notify.push import delivery
 
+from .conftest import APIClient
 from .pushservice import PushService, b64url
 
 
@@ -415,3 +417,19 @@ def test_nothing_is_pushed_while_snoozed_then_one_summary_push(app, login_as, pu
     [message] = push_service.messages_for(phone)
     assert message["title"] == "2 updates while notifications were paused"
     assert message["count"] == 2 and message["url"] == "/inbox" and message["tag"] == "quiet-summary"
+
+
+def test_signing_out_of_a_browser_stops_pushes_to_it(app, login_as, push_service):
+    """A shared browser: ann subscribes it, signs out; nothing of hers may pop up there any more.
+    Her other browser (another sign-in) keeps its subscription."""
+    ann = login_as("ann")
+    subscribe(ann, push_service.browser())
+    other = APIClient(app.test_client())
+    other.login("ann")
+    subscribe(other, push_service.browser())
+    assert len(ann.get("/api/push/subscriptions").get_json()["subscriptions"]) == 2
+    assert ann.post("/api/logout").status_code == 200
+    [left] = other.get("/api/push/subscriptions").get_json()["subscriptions"]
+    with app.app_context():
+        rows = db.session.scalars(select(PushSubscription)).all()
+        assert [row.id for row in rows] == [left["id"]]

@@ -27,15 +27,18 @@ def upgrade():
         sa.Column('user_agent', sa.String(length=300), nullable=False),
         sa.Column('created_at', sa.DateTime(), nullable=False),
         sa.Column('last_used_at', sa.DateTime(), nullable=True),
+        sa.Column('session_id', sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('endpoint'),
     )
     with op.batch_alter_table('push_subscriptions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_push_subscriptions_user_id'), ['user_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_push_subscriptions_session_id'), ['session_id'], unique=False)
 
 
 def downgrade():
     with op.batch_alter_table('push_subscriptions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_push_subscriptions_session_id'))
         batch_op.drop_index(batch_op.f('ix_push_subscriptions_user_id'))
     op.drop_table('push_subscriptions')

@@ -10,8 +10,20 @@ the keys, ``payload`` the notification's text, ``sending`` the HTTP call and wha
 answer of the push service means.
 """
 
-from flask import Blueprint
+from flask import Blueprint, session
+from flask_login import user_logged_out
 
 bp = Blueprint("push", __name__)
 
 from . import api  # noqa: E402, F401  (routes register themselves on bp)
+from .subscriptions import forget_session  # noqa: E402
+
+
+@user_logged_out.connect
+def _unsubscribe_on_sign_out(_app, user=None, **_extra) -> None:
+    """Signing out of a browser stops pushes to it: its sign-in's devices are forgotten (a
+    shared browser never shows the previous user's pushes). Flask-Login sends this from
+    ``logout_user``, before the session is cleared."""
+    sid = session.get("sid")
+    if user is not None and sid:
+        forget_session(user.id, sid)

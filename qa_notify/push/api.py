@@ -8,7 +8,7 @@ from the root (``Service-Worker-Allowed: /``) so its scope is the whole site.
 
 from __future__ import annotations
 
-from flask import current_app, jsonify, request, send_from_directory
+from flask import current_app, jsonify, request, send_from_directory, session
 from flask_login import current_user
 
 from ..jsonapi import APIError, api_login_required, json_body
@@ -35,7 +35,9 @@ def api_add_subscription():
         parsed = subscriptions.parse(data)
     except subscriptions.InvalidSubscription as exc:
         raise APIError(422, str(exc)) from None
-    row, created = subscriptions.save(current_user.id, parsed, request.headers.get("User-Agent", ""))
+    row, created = subscriptions.save(
+        current_user.id, parsed, request.headers.get("User-Agent", ""), session_id=session.get("sid")
+    )
     return jsonify(row.to_dict()), 201 if created else 200
 
 

@@ -102,8 +102,9 @@ def parse(data: dict) -> Parsed:
     return Parsed(endpoint, p256dh, auth)
 
 
-def save(user_id: int, parsed: Parsed, user_agent: str) -> tuple[PushSubscription, bool]:
-    """Store ``parsed`` as ``user_id``'s device; return it and whether it is new.
+def save(user_id: int, parsed: Parsed, user_agent: str, session_id: str | None = None) -> tuple[PushSubscription, bool]:
+    """Store ``parsed`` as ``user_id``'s device, subscribed from sign-in ``session_id``;
+    return it and whether it is new.
 
     The same endpoint again (the browser renewed its keys, or another user signed in on
     it) updates the row and gives it to ``user_id``. Past PUSH_MAX_SUBSCRIPTIONS the
@@ -118,6 +119,7 @@ def save(user_id: int, parsed: Parsed, user_agent: str) -> tuple[PushSubscriptio
         row.created_at = utcnow()  # a new device for this user
     row.user_id, row.p256dh, row.auth = user_id, parsed.p256dh, parsed.auth
     row.user_agent = (user_agent or "")[:MAX_USER_AGENT]
+    row.session_id = session_id
     db.session.flush()
     _keep_newest(user_id, current_app.config["PUSH_MAX_SUBSCRIPTIONS"], row.id)
     db.session.commit()
@@ -157,6 +159,17 @@ def remove(user_id: int, subscription_id: int) -> bool:
     )
     db.session.commit()
     return bool(getattr(result, "rowcount", 0))
+
+
+def forget_session(user_id: int, session_id: str) -> int:
+    """Delete the devices ``user_id`` subscribed while signed in as ``session_id`` (signing out
+    of it); return how many. The browser's own subscription stays until someone turns push on
+    there again, which posts it anew."""
+    gone = db.session.execute(
+        delete(PushSubscription).where(PushSubscription.user_id == user_id, PushSubscription.session_id == session_id)
+    )
+    db.session.commit()
+    return int(getattr(gone, "rowcount", 0) or 0)
 
 
 def forget(subscription_id: int) -> None:
