@@ -31,6 +31,8 @@ from .recipients import everyone_select
 # Users per INSERT ... SELECT (and per commit): short transactions however many users there are.
 INBOX_BATCH = 20_000
 
+log = logging.getLogger(__name__)
+
 
 def deliver_to_everyone(event: OutboxEvent, audience: Everyone, started: float | None = None) -> int:
     """Publish ``event`` once for ``audience``, store its inbox rows and mark it delivered; return the rows added."""
@@ -46,7 +48,7 @@ def deliver_to_everyone(event: OutboxEvent, audience: Everyone, started: float |
         jobs().push_after_broadcast(event.id)
     except Exception:
         db.session.rollback()
-        logging.getLogger(__name__).warning("could not queue web pushes for outbox %s", event.id, exc_info=True)
+        log.warning("could not queue web pushes for outbox %s", event.id, exc_info=True)
     return added
 
 

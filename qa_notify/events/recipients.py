@@ -39,7 +39,7 @@ from ..models import (
 from .audiences import Audience, AudienceError, Everyone, PostAudience, QuestionFollowers, Users, parse_audience
 from .types import preference_key
 
-# Ids spread at most this many times their number apart are read as their range (``_among``).
+# Ids spread at most this many times their number apart are read as their range (``among``).
 _DENSE = 4
 # A topic's watchers hear of every answer in its questions (qa.watch).
 _TOPIC_WATCHING = and_(WatchLevel.kind == "topic", WatchLevel.level == "watching")

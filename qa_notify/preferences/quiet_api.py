@@ -50,9 +50,7 @@ def api_set_quiet():
     data = json_body()
     if not QUIET_FIELDS & data.keys():
         raise APIError(422, _("Give 'time_zone', or 'quiet_start' and 'quiet_end'."))
-    unknown = data.keys() - QUIET_FIELDS
-    if unknown:
-        raise APIError(422, _("Unknown field '%(name)s'.", name=sorted(unknown)[0][:40]))
+    _refuse_unknown(data, QUIET_FIELDS)
     try:
         user = quiet.set_quiet_preferences(current_user.id, {k: data[k] for k in QUIET_FIELDS & data.keys()})
     except ValueError as exc:
@@ -65,14 +63,19 @@ def api_set_quiet():
 def api_snooze():
     """Snooze notifications: ``{"minutes": 60}`` or ``{"until": "tomorrow"}``."""
     data = json_body()
-    unknown = data.keys() - {"minutes", "until"}
-    if unknown:
-        raise APIError(422, _("Unknown field '%(name)s'.", name=sorted(unknown)[0][:40]))
+    _refuse_unknown(data, {"minutes", "until"})
     try:
         user = quiet.snooze(current_user.id, minutes=data.get("minutes"), until=data.get("until"))
     except ValueError as exc:
         raise APIError(422, str(exc)) from None
     return jsonify(quiet.quiet_state(user))
+
+
+def _refuse_unknown(data: dict, fields) -> None:
+    """A 422 naming the first field of ``data`` that is not one of ``fields``."""
+    unknown = data.keys() - set(fields)
+    if unknown:
+        raise APIError(422, _("Unknown field '%(name)s'.", name=sorted(unknown)[0][:40]))
 
 
 @bp.delete("/api/preferences/snooze")
