@@ -39,6 +39,7 @@ class ClientFleet:
         (on a machine shared with the servers, clients that would be elsewhere in real life
         yield the cores to them)."""
         self.events: list[dict] = []
+        self._counts: dict[str, int] = {}  # events per type, so waiting for them costs nothing
         self.ready = 0
         self.errors = 0
         self.error_samples: list[str] = []
@@ -88,6 +89,7 @@ class ClientFleet:
                     self._ready_count += 1
                 elif "uid" in msg:
                     self.events.append(msg)
+                    self._counts[msg["type"]] = self._counts.get(msg["type"], 0) + 1
                 elif "heartbeats" in msg:
                     self._stats.append(msg)
 
@@ -95,6 +97,11 @@ class ClientFleet:
         deadline = time.monotonic() + timeout
         while self._ready_count < len(self._procs) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def count_of(self, event_type: str) -> int:
+        """How many events of ``event_type`` arrived so far (cheap: poll this, not ``events_of``)."""
+        with self._lock:
+            return self._counts.get(event_type, 0)
 
     def events_of(self, event_type: str) -> list[dict]:
         with self._lock:

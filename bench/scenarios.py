@@ -210,13 +210,15 @@ def broadcast(streams: int = 10_000, cluster: bool = False, web_processes: int =
         stack.start_worker(concurrency=2)
         from qa_notify.admin.service import send_broadcast
 
+        cpu_before = _cpu_seconds(stack, fleet)
         with app.test_request_context():
             sent_at = time.time()
             send_broadcast(db.session.get(User, admin), "Maintenance at noon", None, 1000)
         deadline = time.monotonic() + 60
-        while len(fleet.events_of("broadcast")) < fleet.ready and time.monotonic() < deadline:
+        while fleet.count_of("broadcast") < fleet.ready and time.monotonic() < deadline:
             time.sleep(0.05)
         arrivals = [e["t"] - sent_at for e in fleet.events_of("broadcast")]
+        cpu = {role: round(t - cpu_before.get(role, 0), 2) for role, t in _cpu_seconds(stack, fleet).items()}
         fleet.close()
         return {
             "streams": streams,
@@ -226,6 +228,7 @@ def broadcast(streams: int = 10_000, cluster: bool = False, web_processes: int =
             "median_seconds": round(statistics.median(arrivals), 3) if arrivals else None,
             "last_seconds": round(max(arrivals), 3) if arrivals else None,
             "connect_rate_per_second": CONNECT_RATE,
+            "cpu_seconds_until_last": cpu,
             "target_seconds": 1.0,
             **_topology(cluster, web_processes, per_web),
         }
@@ -380,7 +383,7 @@ def whole_machine(
             sent_at = time.time()
             send_broadcast(db.session.get(User, admin), "Maintenance at noon", None, 1000)
         deadline = time.monotonic() + 120
-        while len(fleet.events_of("broadcast")) < open_now and time.monotonic() < deadline:
+        while fleet.count_of("broadcast") < open_now and time.monotonic() < deadline:
             time.sleep(0.1)
         arrivals = sorted(e["t"] - sent_at for e in fleet.events_of("broadcast"))
         fleet.close()

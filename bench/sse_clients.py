@@ -26,9 +26,22 @@ import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
 
-def emit(obj: dict) -> None:
+def emit(obj: dict, flush: bool = True) -> None:
+    """Write one JSON line; events (``flush=False``) go out with the next flush, at most
+    ``FLUSH_SECONDS`` later: their ``t`` was taken on arrival, and a write per event would
+    cost the machine under test a system call per stream in a broadcast."""
     sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    if flush:
+        sys.stdout.flush()
+
+
+FLUSH_SECONDS = 0.02
+
+
+def flush_events() -> None:
+    while True:
+        gevent.sleep(FLUSH_SECONDS)
+        sys.stdout.flush()
 
 
 def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event, errors: list) -> None:
@@ -92,7 +105,7 @@ def _hold(port: int, path: str, cookie: str | None, uid: str, ready: list, all_r
                         data.append(value)
                 event_type = event_type or ("message" if data else None)
                 if event_type and data:
-                    emit({"uid": uid, "type": event_type, "t": now, "data": "\n".join(data)})
+                    emit({"uid": uid, "type": event_type, "t": now, "data": "\n".join(data)}, flush=False)
                 event_type, data = None, []
     except OSError as exc:
         if first:
@@ -171,6 +184,7 @@ def main() -> None:
         stop.set()
 
     gevent.spawn(watch_stdin)
+    gevent.spawn(flush_events)
     stop.wait(timeout=job.get("seconds", 60))
     emit({"done": True})
     gevent.killall(greenlets, block=False)
