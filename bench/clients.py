@@ -38,7 +38,7 @@ class ClientFleet:
         ``per_process``: streams per load-generating process; ``nice``: their CPU priority
         (on a machine shared with the servers, clients that would be elsewhere in real life
         yield the cores to them)."""
-        self.events: list[dict] = []
+        self._raw_events: list[tuple[str, str, str, str]] = []
         self._counts: dict[str, int] = {}  # events per type, so waiting for them costs nothing
         self.ready = 0
         self.errors = 0
@@ -80,6 +80,12 @@ class ClientFleet:
 
     def _read(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
+            if line.startswith("E\t"):  # an event (most lines): kept as read, decoded when asked for
+                _, uid, event_type, t, data = line.rstrip("\n").split("\t", 4)
+                with self._lock:
+                    self._raw_events.append((uid, event_type, t, data))
+                    self._counts[event_type] = self._counts.get(event_type, 0) + 1
+                continue
             msg = json.loads(line)
             with self._lock:
                 if "ready" in msg:
@@ -87,9 +93,6 @@ class ClientFleet:
                     self.errors += msg["errors"]
                     self.error_samples += msg["error_sample"]
                     self._ready_count += 1
-                elif "uid" in msg:
-                    self.events.append(msg)
-                    self._counts[msg["type"]] = self._counts.get(msg["type"], 0) + 1
                 elif "heartbeats" in msg:
                     self._stats.append(msg)
 
@@ -105,7 +108,8 @@ class ClientFleet:
 
     def events_of(self, event_type: str) -> list[dict]:
         with self._lock:
-            return [e for e in self.events if e["type"] == event_type]
+            raw = [e for e in self._raw_events if e[1] == event_type]
+        return [{"uid": uid, "type": kind, "t": float(t), "data": json.loads(data)} for uid, kind, t, data in raw]
 
     def stats(self, timeout: float = 180) -> dict[str, int]:
         """Ask every process for its counts; return the heartbeats received and streams open."""
