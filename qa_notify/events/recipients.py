@@ -159,7 +159,9 @@ def among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElem
 
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     """Return the (user, preference key) pairs these users turned off on every channel."""
-    rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(among(MutedType.user_id, user_ids)))
+    rows = db.session.connection().execute(
+        select(MutedType.user_id, MutedType.event_type).where(among(MutedType.user_id, user_ids))
+    )
     wanted = set(user_ids)
     return {(user_id, event_type) for user_id, event_type in rows if user_id in wanted}
 
@@ -204,7 +206,7 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
         )
     )
     wanted = set(user_ids)
-    rows = db.session.execute(union(by_question, by_topic))
+    rows = db.session.connection().execute(union(by_question, by_topic))
     return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
 
 
@@ -240,7 +242,7 @@ def recipient_batches(
     questions = _questions([event])
     after = 0
     while True:
-        batch = list(db.session.scalars(_page(sources, after, batch_size)))
+        batch = list(db.session.connection().scalars(_page(sources, after, batch_size)).all())
         if not batch:
             return
         kept = _exclude(event, batch, _muted(batch), _silenced(batch, questions))
@@ -268,7 +270,7 @@ def still_recipients(
         return sorted(set(user_ids))
     members = [query.where(among(column, user_ids)) for query, column in _sources(audience)]
     wanted = set(user_ids)
-    found = db.session.scalars(union_all(*members) if len(members) > 1 else members[0])
+    found = db.session.connection().scalars(union_all(*members) if len(members) > 1 else members[0]).all()
     candidates = sorted({uid for uid in found if uid in wanted})
     event = Addressed(0, audience, event_type, exclude_user_id)
     return _exclude(event, candidates, _muted(candidates), _silenced(candidates, _questions([event])))
