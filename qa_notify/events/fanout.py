@@ -25,7 +25,7 @@ from ..models import Notification, OutboxEvent, insert_inbox_rows, utcnow
 from . import bus, channels
 from .audiences import Everyone, parse_audience
 from .broadcast import deliver_to_everyone
-from .recipients import among, recipient_batches, still_recipients
+from .recipients import dense_range, recipient_batches, still_recipients
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,21 @@ def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
 
 def _stored(pairs: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
     """Return the inbox rows of these ``(user id, outbox id)`` pairs, as ``(user id,
-    notification id)`` by outbox id, in user order: one query, the users read as their id
-    range when they lie close together (a batch's), on the Core connection (no ORM rows)."""
+    notification id)`` by outbox id, in user order: one query on the Core connection (no
+    ORM rows), the users read as their id range when they lie close together (a batch's)."""
     user_ids = sorted({uid for uid, _ in pairs})
+    outbox_ids = {oid for _, oid in pairs}
+    bounds = dense_range(user_ids)
+    if bounds:
+        # A range of the (user_id, outbox_id) index. "+ 0" keeps SQLite from taking the
+        # outbox_id index instead, which reads every row of the event stored so far: each
+        # batch of a million-follower fan-out read all the batches before it.
+        where = [Notification.user_id.between(*bounds), (Notification.outbox_id + 0).in_(outbox_ids)]
+    else:
+        where = [Notification.user_id.in_(user_ids), Notification.outbox_id.in_(outbox_ids)]
     query = (
         select(Notification.outbox_id, Notification.user_id, Notification.id)
-        .where(Notification.outbox_id.in_({oid for _, oid in pairs}), among(Notification.user_id, user_ids))
+        .where(*where)
         .order_by(Notification.user_id)
     )
     wanted = set(pairs)
@@ -163,13 +172,16 @@ def _dispatch(event: OutboxEvent, batches: Iterator[list[int]], enqueue_batch, l
     key = channels.outbox_progress(event.id)
     r.set(key, 1, ex=stall)
     r.set(channels.outbox_started(event.id), started, ex=stall)  # the last batch times the fan-out
-    queued = 0
+    queued, outbox_id = 0, event.id
     for user_ids in batches:
+        # Each page its own read: a snapshot held for the whole dispatch would keep SQLite
+        # from checkpointing its WAL while the batches write.
+        db.session.commit()
         with r.pipeline(transaction=False) as pipe:
             pipe.incr(key)
             pipe.expire(key, stall)
             pipe.execute()
-        enqueue_batch(event.id, user_ids)
+        enqueue_batch(outbox_id, user_ids)
         queued += len(user_ids)
         lock.extend(stall, replace_ttl=True)
     _count_done(event, r.decr(key))

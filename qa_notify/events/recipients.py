@@ -142,7 +142,7 @@ class Addressed:
     exclude_user_id: int | None
 
 
-def _dense_range(user_ids: list[int]) -> tuple[int, int] | None:
+def dense_range(user_ids: list[int]) -> tuple[int, int] | None:
     """The lowest and highest of ``user_ids`` if they lie close together (a keyset batch's), else None."""
     if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
         return min(user_ids), max(user_ids)
@@ -153,7 +153,7 @@ def among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElem
     """``column`` is one of ``user_ids``, said the cheap way: the ids of a keyset batch lie
     close together, and their range is one index range scan (the caller drops the few ids
     in it that are not in the batch), where 2,000 ids in an IN list are 2,000 lookups."""
-    bounds = _dense_range(user_ids)
+    bounds = dense_range(user_ids)
     return column.between(*bounds) if bounds else column.in_(user_ids)
 
 
@@ -183,7 +183,7 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
     """
     if not user_ids or not question_ids:
         return set()
-    bounds = _dense_range(user_ids)
+    bounds = dense_range(user_ids)
     in_range = WatchLevel.user_id.between(*bounds) if bounds else true()
     by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
         WatchLevel.kind == "question",
