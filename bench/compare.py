@@ -115,7 +115,9 @@ def stream_path_latency(streams: int, rate: float, seconds: float) -> dict:
 
         def push(i: int) -> None:  # what a worker does for one recipient: one Lua call
             with app.app_context():
-                bus.push_notifications(r, "new_answers", {"excerpt": f"m{i}"}, [(ids[i % len(ids)], 10**9 + i)])
+                bus.push_notifications(
+                    r, 10**9 + i, "new_answers", {"excerpt": f"m{i}"}, [(ids[i % len(ids)], 10**9 + i)]
+                )
 
         figures = measure_latency(fleet, push, total, rate, workers=0)
         fleet.close()

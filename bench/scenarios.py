@@ -53,7 +53,9 @@ def fanout(followers: int = 100_000, workers: int = 1) -> dict:
         for _ in range(workers):
             stack.start_worker(concurrency=2)
         r = stack.redis()
+        r.config_resetstat()
         calls_before = _evalsha_calls(r)
+        cpu_before = _stack_cpu_seconds(stack)
         from qa_notify.qa.service import post_answer
 
         with app.test_request_context():
@@ -72,6 +74,8 @@ def fanout(followers: int = 100_000, workers: int = 1) -> dict:
                     break
                 time.sleep(0.05)
             elapsed = time.monotonic() - started
+            cpu = {role: round(t - cpu_before.get(role, 0), 1) for role, t in _stack_cpu_seconds(stack).items()}
+            commands = _command_usec(r)
             rows = db.session.scalar(select(func.count()).select_from(Notification))
         entries = 0
         everyone = ids + [asker]
@@ -95,6 +99,8 @@ def fanout(followers: int = 100_000, workers: int = 1) -> dict:
             "lua_calls_per_recipient": round(calls / recipients, 4),
             "redis_round_trips_per_recipient": round(batches / recipients, 5),
             "workers": workers,
+            "cpu_seconds": cpu,
+            "valkey_commands": commands,
             "target_seconds": 10 if followers <= 100_000 else 20,
         }
     finally:
@@ -515,7 +521,23 @@ def latency(
         stack.close()
 
 
-def _cpu_seconds(stack: Stack, fleet: ClientFleet) -> dict[str, float]:
+def _command_usec(r) -> dict[str, dict[str, float]]:
+    """Valkey's own count and time of each command since its statistics were reset: the
+    commands a script runs are counted apart, so the cost per recipient shows per command."""
+    stats = r.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): {"calls": int(s["calls"]), "usec": int(s["usec"])}
+        for name, s in sorted(stats.items(), key=lambda item: -int(item[1]["usec"]))
+        if int(s["calls"])
+    }
+
+
+def _stack_cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by the stack's workers (their pools included) and Redis."""
+    return {role: t for role, t in _cpu_seconds(stack, None).items() if role in ("worker", "redis")}
+
+
+def _cpu_seconds(stack: Stack, fleet: ClientFleet | None) -> dict[str, float]:
     """CPU seconds (user + system) used so far by the stack's processes, by role: the web
     processes, the worker (its pool included), Redis, and the load generators."""
     import psutil
@@ -540,7 +562,7 @@ def _cpu_seconds(stack: Stack, fleet: ClientFleet) -> dict[str, float]:
         role = next((r for r in ("nginx", "worker") if r in command), "web")
         roles[role] = roles.get(role, 0.0) + tree(proc.pid)
     roles["redis"] = sum(tree(server.process.pid) for server in stack.servers if getattr(server, "process", None))
-    roles["load_generators"] = sum(tree(proc.pid) for proc in fleet._procs)
+    roles["load_generators"] = sum(tree(proc.pid) for proc in fleet._procs) if fleet else 0.0
     own = psutil.Process().cpu_times()
     roles["driver"] = own.user + own.system  # this process alone: the HTTP clients posting the answers
     return roles

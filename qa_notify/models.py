@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -20,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -359,15 +361,47 @@ class Notification(Model):
         }
 
 
-def inbox_insert():
+def inbox_insert(dialect_name: str | None = None):
     """Return an INSERT into the inbox that skips the rows it already holds (one per user and event).
 
     A Core insert on the table: one executemany (or one ``INSERT ... SELECT``), no ORM
     bookkeeping per row; a retried delivery inserts nothing twice.
     """
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
+    dialect_name = dialect_name or db.session.get_bind().dialect.name
+    insert = pg_insert if dialect_name == "postgresql" else sqlite_insert
+    table = cast(Table, Notification.__table__)
+    return insert(table).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
+
+
+_INBOX_COLUMNS = ("user_id", "outbox_id", "created_at")
+
+
+@functools.cache
+def _inbox_insert_sql(dialect: Dialect) -> tuple[str, bool]:
+    """``inbox_insert`` of the three columns as this dialect's SQL, and whether it takes tuples."""
+    compiled = inbox_insert(dialect.name).compile(dialect=dialect, column_keys=list(_INBOX_COLUMNS))
+    if compiled.positiontup is not None and tuple(compiled.positiontup) != _INBOX_COLUMNS:
+        raise RuntimeError(f"unexpected inbox insert parameters {compiled.positiontup}")
+    return str(compiled), compiled.positiontup is not None
+
+
+def insert_inbox_rows(pairs: list[tuple[int, int]], created_at: datetime) -> None:
+    """Insert an inbox row per ``(user id, outbox id)`` not stored yet, in one executemany.
+
+    The statement is compiled once and the rows go to the driver as they are: SQLAlchemy's
+    work per row (a parameter dict built, the timestamp formatted) was a sixth of a large
+    fan-out's CPU. The timestamp is formatted once, by the column's own type.
+    """
+    connection = db.session.connection()
+    sql, positional = _inbox_insert_sql(connection.dialect)
+    to_db = Notification.__table__.c.created_at.type.dialect_impl(connection.dialect).bind_processor(connection.dialect)
+    stamp = to_db(created_at) if to_db else created_at
+    if positional:
+        connection.exec_driver_sql(sql, [(uid, oid, stamp) for uid, oid in pairs])
+    else:
+        connection.exec_driver_sql(
+            sql, [dict(zip(_INBOX_COLUMNS, (uid, oid, stamp), strict=True)) for uid, oid in pairs]
+        )
 
 
 class EmailMessage(Model):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import redis
 from sqlalchemy import func, insert, select, update
 
 from qa_notify import create_app
-from qa_notify.events import channels
+from qa_notify.events import channels, fanout
 from qa_notify.extensions import db
 from qa_notify.models import Notification, OutboxEvent, QuestionFollow, Topic, User, utcnow
 
@@ -156,6 +157,37 @@ def test_same_task_twice_delivers_once(app, r, login_as):
     task.apply(args=[outbox_id])
     task.apply(args=[outbox_id])
     for client in (asker, follower):
+        assert len(inbox_types(app, client.user_id)) == 1
+        assert len(stream_entries(r, client.user_id)) == 1
+
+
+def test_split_batches_done_before_the_dispatch_ends_mark_the_row_delivered_once(app, r, login_as, monkeypatch):
+    """Batches are queued as they are read: here each runs at once, before the next is read,
+    so the dispatcher's own count is the last one and it marks the row delivered."""
+    asker = login_as("asker")
+    qid = asker.post("/api/questions", {"title": "Popular"}).get_json()["id"]
+    followers = [login_as(f"f{i}") for i in range(5)]
+    for client in followers:
+        client.post(f"/api/questions/{qid}/follow")
+    app.config["FANOUT_BATCH_SIZE"] = 2
+    # The answer's event waits in the outbox (no drain is enqueued) for the test to fan out.
+    monkeypatch.setitem(app.extensions, "jobs", replace(app.extensions["jobs"], drain_outbox=lambda: None))
+    login_as("answerer").post(f"/api/questions/{qid}/answers", {"body": "read in pages"})
+    batch = app.extensions["celery"].tasks["workers.fan_out_batch"]
+    ran: list[bool] = []
+
+    def run_now(outbox_id: int, user_ids: list[int]) -> None:
+        batch.apply(args=[outbox_id, user_ids]).get()
+        with app.app_context():
+            ran.append(db.session.get(OutboxEvent, outbox_id).delivered_at is None)
+
+    with app.app_context():
+        outbox_id = db.session.scalar(select(OutboxEvent.id).where(OutboxEvent.event_type == "new_answers"))
+        assert fanout.fan_out(outbox_id, enqueue_batch=run_now) == 6
+        assert db.session.get(OutboxEvent, outbox_id).delivered_at is not None
+        assert not r.exists(channels.outbox_progress(outbox_id))
+    assert ran == [True, True, True]  # no batch took itself for the last one
+    for client in [asker, *followers]:
         assert len(inbox_types(app, client.user_id)) == 1
         assert len(stream_entries(r, client.user_id)) == 1
 

@@ -25,25 +25,34 @@ from .types import Event, event_type_of
 
 log = logging.getLogger(__name__)
 
-# KEYS: per recipient (stream key, delivered-marker key).
-# ARGV: type, payload JSON object, maxlen, stream ttl, marker ttl, then per recipient (channel, nid).
-# A recipient whose marker already exists was pushed before (a retried task) and is skipped.
+# KEYS: the event's marker in this partition (a set of the notification ids pushed), then
+# each recipient's stream. ARGV: type, payload JSON object, maxlen, stream ttl, marker ttl,
+# then per recipient (channel, nid). A recipient whose nid is in the marker was pushed
+# before (a retried task) and is skipped. The marker is written before the streams, as one
+# SET per recipient was: a script stopped half-way by an error loses, never doubles.
 _DELIVER_LUA = """
 local etype, data, maxlen, ttl, mttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local head = string.sub(data, 1, -2)
-local pushed = 0
-for i = 1, #KEYS, 2 do
-  local channel, nid = ARGV[5 + i], ARGV[6 + i]
-  if redis.call('SET', KEYS[i + 1], '1', 'NX', 'EX', mttl) then
-    -- The server's field goes last: with a duplicate key, JSON.parse keeps the last one.
-    local body = head .. ',"notification_id":' .. nid .. '}'
-    local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxlen, '*', 't', etype, 'd', body)
-    redis.call('EXPIRE', KEYS[i], ttl)
-    redis.call('SPUBLISH', channel, id .. '\\n' .. etype .. '\\n' .. body)
-    pushed = pushed + 1
-  end
+local nids = {}
+for i = 1, #KEYS - 1 do nids[i] = ARGV[5 + 2 * i] end
+local seen = redis.call('SMISMEMBER', KEYS[1], unpack(nids))
+local fresh = {}
+for i = 1, #nids do
+  if seen[i] == 0 then fresh[#fresh + 1] = i end
 end
-return pushed
+if #fresh == 0 then return 0 end
+local marked = {}
+for j = 1, #fresh do marked[j] = nids[fresh[j]] end
+redis.call('SADD', KEYS[1], unpack(marked))
+redis.call('EXPIRE', KEYS[1], mttl)
+for _, i in ipairs(fresh) do
+  -- The server's field goes last: with a duplicate key, JSON.parse keeps the last one.
+  local body = head .. ',"notification_id":' .. nids[i] .. '}'
+  local id = redis.call('XADD', KEYS[1 + i], 'MAXLEN', '~', maxlen, '*', 't', etype, 'd', body)
+  redis.call('EXPIRE', KEYS[1 + i], ttl)
+  redis.call('SPUBLISH', ARGV[4 + 2 * i], id .. '\\n' .. etype .. '\\n' .. body)
+end
+return #fresh
 """
 
 # A live-only event for one user (no inbox row, no marker): KEYS[1] stream; ARGV type, data,
@@ -130,32 +139,37 @@ def redis_client_or_none() -> redis.Redis | None:
     return current_app.extensions.get("qa_redis")
 
 
-def push_notifications(r: redis.Redis, event_type: str, payload: dict, recipients: list[tuple[int, int]]) -> int:
-    """Push one event to many users: ``recipients`` is (user_id, notification_id) pairs.
+def push_notifications(
+    r: redis.Redis, outbox_id: int, event_type: str, payload: dict, recipients: list[tuple[int, int]]
+) -> int:
+    """Push one event (outbox row ``outbox_id``) to many users: ``recipients`` is
+    (user_id, notification_id) pairs.
 
     Return how many were pushed now (those already pushed by an earlier try are skipped).
     """
-    return push_events(r, [(event_type, payload, recipients)])[0]
+    return push_events(r, [(outbox_id, event_type, payload, recipients)])[0]
 
 
-def push_events(r: redis.Redis, events: list[tuple[str, dict, list[tuple[int, int]]]]) -> list[int]:
-    """Push several events, each ``(type, payload, recipients)``, in one pipeline per Redis master.
+def push_events(r: redis.Redis, events: list[tuple[int, str, dict, list[tuple[int, int]]]]) -> list[int]:
+    """Push several events, each ``(outbox id, type, payload, recipients)``, in one pipeline
+    per Redis master.
 
     Each user gets their events in the order given. Return how many of each event's
     recipients were pushed now (those already pushed by an earlier try are skipped).
     """
     cfg = current_app.config
     calls, owners = [], []
-    for index, (event_type, payload, recipients) in enumerate(events):
+    for index, (outbox_id, event_type, payload, recipients) in enumerate(events):
         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
         common = [event_type, data, cfg["USER_STREAM_MAXLEN"], cfg["USER_STREAM_TTL_SECONDS"], MARKER_TTL_SECONDS]
         for group in channels.by_partition(recipients):
+            marker = channels.delivered_marker(group[0][0], outbox_id)
             for start in range(0, len(group), SCRIPT_CHUNK):
-                keys: list[str] = []
+                keys: list[str] = [marker]
                 args: list = list(common)
                 for user_id, notification_id in group[start : start + SCRIPT_CHUNK]:
-                    stream, marker, channel = channels.delivery_keys(user_id, notification_id)
-                    keys += [stream, marker]
+                    stream, channel = channels.delivery_keys(user_id)
+                    keys.append(stream)
                     args += [channel, int(notification_id)]
                 calls.append((keys, args))
                 owners.append(index)

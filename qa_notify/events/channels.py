@@ -69,11 +69,11 @@ def _user_prefix(user_id: int) -> str:
     return f"{PREFIX}:{{{PARTITION_TAGS[partition(user_id)]}}}:u:{int(user_id)}"
 
 
-def delivery_keys(user_id: int, notification_id: int) -> tuple[str, str, str]:
-    """Return ``user_stream``, ``delivered_marker`` and ``user_channel`` of one delivery at once
-    (the fan-out names three keys per recipient: the prefix is worked out once)."""
+def delivery_keys(user_id: int) -> tuple[str, str]:
+    """Return ``user_stream`` and ``user_channel`` at once (the fan-out names both for every
+    recipient: the prefix is worked out once)."""
     prefix = _user_prefix(user_id)
-    return f"{prefix}:events", f"{prefix}:sent:{int(notification_id)}", f"{prefix}:live"
+    return f"{prefix}:events", f"{prefix}:live"
 
 
 def user_channel(user_id: int) -> str:
@@ -96,9 +96,11 @@ def user_last_seen(user_id: int) -> str:
     return f"{_user_prefix(user_id)}:seen"
 
 
-def delivered_marker(user_id: int, notification_id: int) -> str:
-    """Return the key recording that inbox row ``notification_id`` (of ``user_id``) was pushed once."""
-    return f"{_user_prefix(user_id)}:sent:{int(notification_id)}"
+def delivered_marker(user_id: int, outbox_id: int) -> str:
+    """Return the set of the inbox rows (notification ids) of outbox row ``outbox_id`` pushed
+    so far to the users of ``user_id``'s partition: one key per event and partition, in the
+    partition's slot, so a retried push skips them (not a key per recipient)."""
+    return f"{PREFIX}:{{{PARTITION_TAGS[partition(user_id)]}}}:sent:{int(outbox_id)}"
 
 
 # The hash tag of the broadcast stream, channel and markers: one slot, away from the users'.

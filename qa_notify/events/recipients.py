@@ -142,7 +142,7 @@ class Addressed:
     exclude_user_id: int | None
 
 
-def _dense_range(user_ids: list[int]) -> tuple[int, int] | None:
+def dense_range(user_ids: list[int]) -> tuple[int, int] | None:
     """The lowest and highest of ``user_ids`` if they lie close together (a keyset batch's), else None."""
     if user_ids and max(user_ids) - min(user_ids) < _DENSE * len(user_ids):
         return min(user_ids), max(user_ids)
@@ -153,13 +153,15 @@ def among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElem
     """``column`` is one of ``user_ids``, said the cheap way: the ids of a keyset batch lie
     close together, and their range is one index range scan (the caller drops the few ids
     in it that are not in the batch), where 2,000 ids in an IN list are 2,000 lookups."""
-    bounds = _dense_range(user_ids)
+    bounds = dense_range(user_ids)
     return column.between(*bounds) if bounds else column.in_(user_ids)
 
 
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     """Return the (user, preference key) pairs these users turned off on every channel."""
-    rows = db.session.execute(select(MutedType.user_id, MutedType.event_type).where(among(MutedType.user_id, user_ids)))
+    rows = db.session.connection().execute(
+        select(MutedType.user_id, MutedType.event_type).where(among(MutedType.user_id, user_ids))
+    )
     wanted = set(user_ids)
     return {(user_id, event_type) for user_id, event_type in rows if user_id in wanted}
 
@@ -181,7 +183,7 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
     """
     if not user_ids or not question_ids:
         return set()
-    bounds = _dense_range(user_ids)
+    bounds = dense_range(user_ids)
     in_range = WatchLevel.user_id.between(*bounds) if bounds else true()
     by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
         WatchLevel.kind == "question",
@@ -204,7 +206,7 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
         )
     )
     wanted = set(user_ids)
-    rows = db.session.execute(union(by_question, by_topic))
+    rows = db.session.connection().execute(union(by_question, by_topic))
     return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
 
 
@@ -240,7 +242,7 @@ def recipient_batches(
     questions = _questions([event])
     after = 0
     while True:
-        batch = list(db.session.scalars(_page(sources, after, batch_size)))
+        batch = list(db.session.connection().scalars(_page(sources, after, batch_size)).all())
         if not batch:
             return
         kept = _exclude(event, batch, _muted(batch), _silenced(batch, questions))
@@ -268,7 +270,7 @@ def still_recipients(
         return sorted(set(user_ids))
     members = [query.where(among(column, user_ids)) for query, column in _sources(audience)]
     wanted = set(user_ids)
-    found = db.session.scalars(union_all(*members) if len(members) > 1 else members[0])
+    found = db.session.connection().scalars(union_all(*members) if len(members) > 1 else members[0]).all()
     candidates = sorted({uid for uid in found if uid in wanted})
     event = Addressed(0, audience, event_type, exclude_user_id)
     return _exclude(event, candidates, _muted(candidates), _silenced(candidates, _questions([event])))
