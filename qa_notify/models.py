@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -365,9 +366,14 @@ def inbox_insert():
     A Core insert on the table: one executemany (or one ``INSERT ... SELECT``), no ORM
     bookkeeping per row; a retried delivery inserts nothing twice.
     """
-    dialect = db.session.get_bind().dialect.name
+    return _inbox_insert(db.session.get_bind().dialect.name)
+
+
+@functools.cache
+def _inbox_insert(dialect: str):
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(Notification.__table__).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
+    table = cast(Table, Notification.__table__)
+    return insert(table).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 
 
 class EmailMessage(Model):

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 
 from ..extensions import db
 from ..jobs import jobs
@@ -27,6 +27,16 @@ from .broadcast import deliver_to_everyone
 from .recipients import recipient_batches, still_recipients
 
 log = logging.getLogger(__name__)
+
+# The ids of the inbox rows just stored (built once: building a statement costs more than running it).
+_STORED = (
+    select(Notification.outbox_id, Notification.user_id, Notification.id)
+    .where(
+        Notification.outbox_id.in_(bindparam("outbox_ids", expanding=True)),
+        Notification.user_id.in_(bindparam("user_ids", expanding=True)),
+    )
+    .order_by(Notification.user_id)
+)
 
 
 def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
@@ -42,12 +52,8 @@ def store_and_push(deliveries: list[tuple[Any, list[int]]]) -> int:
         return 0
     db.session.execute(inbox_insert(), rows)
     stored = db.session.execute(
-        select(Notification.outbox_id, Notification.user_id, Notification.id)
-        .where(
-            Notification.outbox_id.in_({event.id for event, _ in deliveries}),
-            Notification.user_id.in_({row["user_id"] for row in rows}),
-        )
-        .order_by(Notification.user_id)
+        _STORED,
+        {"outbox_ids": sorted({event.id for event, _ in deliveries}), "user_ids": sorted({r["user_id"] for r in rows})},
     ).all()
     db.session.commit()
     wanted = {(row["outbox_id"], row["user_id"]) for row in rows}
