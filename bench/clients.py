@@ -38,7 +38,8 @@ class ClientFleet:
         ``per_process``: streams per load-generating process; ``nice``: their CPU priority
         (on a machine shared with the servers, clients that would be elsewhere in real life
         yield the cores to them)."""
-        self.events: list[dict] = []
+        self._raw_events: list[tuple[str, str, str, str]] = []
+        self._counts: dict[str, int] = {}  # events per type, so waiting for them costs nothing
         self.ready = 0
         self.errors = 0
         self.error_samples: list[str] = []
@@ -79,6 +80,12 @@ class ClientFleet:
 
     def _read(self, proc: subprocess.Popen) -> None:
         for line in proc.stdout:
+            if line.startswith("E\t"):  # an event (most lines): kept as read, decoded when asked for
+                _, uid, event_type, t, data = line.rstrip("\n").split("\t", 4)
+                with self._lock:
+                    self._raw_events.append((uid, event_type, t, data))
+                    self._counts[event_type] = self._counts.get(event_type, 0) + 1
+                continue
             msg = json.loads(line)
             with self._lock:
                 if "ready" in msg:
@@ -86,8 +93,6 @@ class ClientFleet:
                     self.errors += msg["errors"]
                     self.error_samples += msg["error_sample"]
                     self._ready_count += 1
-                elif "uid" in msg:
-                    self.events.append(msg)
                 elif "heartbeats" in msg:
                     self._stats.append(msg)
 
@@ -96,9 +101,15 @@ class ClientFleet:
         while self._ready_count < len(self._procs) and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def count_of(self, event_type: str) -> int:
+        """How many events of ``event_type`` arrived so far (cheap: poll this, not ``events_of``)."""
+        with self._lock:
+            return self._counts.get(event_type, 0)
+
     def events_of(self, event_type: str) -> list[dict]:
         with self._lock:
-            return [e for e in self.events if e["type"] == event_type]
+            raw = [e for e in self._raw_events if e[1] == event_type]
+        return [{"uid": uid, "type": kind, "t": float(t), "data": json.loads(data)} for uid, kind, t, data in raw]
 
     def stats(self, timeout: float = 180) -> dict[str, int]:
         """Ask every process for its counts; return the heartbeats received and streams open."""

@@ -142,7 +142,7 @@ def flask_sse_broadcast(streams: int) -> dict:
             pipe.publish(f"user.{uid}", message)
         pipe.execute()
         deadline = time.monotonic() + 60
-        while len(fleet.events_of("broadcast")) < connected and time.monotonic() < deadline:
+        while fleet.count_of("broadcast") < connected and time.monotonic() < deadline:
             time.sleep(0.05)
         arrivals = sorted(e["t"] - sent_at for e in fleet.events_of("broadcast"))
     return {

@@ -6,7 +6,8 @@ Run as ``python -m bench.sse_clients`` with a JSON job on stdin:
 ``cookie_name`` sends no cookie; ``connect_per_second`` paces the connects (default 4,000). It prints JSON lines: ``{"ready": n}`` once every stream
 has sent its first bytes (or, with ``"ready_on": "connect"``, once every request is sent:
 flask-sse answers nothing until its first event), then ``{"uid", "type", "t", "data"}``
-per event (``t`` = receive time, time.time()), and stops after ``seconds`` or when stdin
+per event as ``E<tab>uid<tab>type<tab>t<tab>data`` (``t`` = receive time, time.time();
+``data`` a JSON string; written at most ``FLUSH_SECONDS`` after it arrived), and stops after ``seconds`` or when stdin
 closes. A line ``stats`` on stdin makes it print ``{"heartbeats": n, "open": n}`` (heartbeat
 comments received so far, streams still open).
 """
@@ -27,8 +28,25 @@ from gevent.event import Event  # noqa: E402
 
 
 def emit(obj: dict) -> None:
+    """Write one JSON line (a count, a state), at once."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def emit_event(uid: str, event_type: str, t: float, data: str) -> None:
+    """Write one event as ``E<tab>uid<tab>type<tab>t<tab>data as a JSON string``: cheaper to
+    write and to read than a JSON object, for the many thousands a broadcast brings at once.
+    It goes out with the next flush."""
+    sys.stdout.write(f"E\t{uid}\t{event_type}\t{t!r}\t{json.dumps(data)}\n")
+
+
+FLUSH_SECONDS = 0.02
+
+
+def flush_events() -> None:
+    while True:
+        gevent.sleep(FLUSH_SECONDS)
+        sys.stdout.flush()
 
 
 def stream(port: int, path: str, cookie: str | None, uid: str, ready: list, all_ready: Event, errors: list) -> None:
@@ -92,7 +110,7 @@ def _hold(port: int, path: str, cookie: str | None, uid: str, ready: list, all_r
                         data.append(value)
                 event_type = event_type or ("message" if data else None)
                 if event_type and data:
-                    emit({"uid": uid, "type": event_type, "t": now, "data": "\n".join(data)})
+                    emit_event(uid, event_type, now, "\n".join(data))
                 event_type, data = None, []
     except OSError as exc:
         if first:
@@ -171,6 +189,7 @@ def main() -> None:
         stop.set()
 
     gevent.spawn(watch_stdin)
+    gevent.spawn(flush_events)
     stop.wait(timeout=job.get("seconds", 60))
     emit({"done": True})
     gevent.killall(greenlets, block=False)

@@ -28,6 +28,9 @@ READ_BUFFER = 1024
 # The WSGI environ key under which the app finds the connection's socket (gunicorn's
 # gevent worker offers ``gunicorn.socket``): streams watch it to notice a client leaving.
 SOCKET_KEY = "qa_notify.socket"
+# The environ key under which the app finds how the handler frames one write of the body on
+# the wire (``LeanHandler.wire``): a stream sends some events itself (``live.wire``).
+WIRE_KEY = "qa_notify.wire"
 # What a connection's handler still needs of the WSGI environ once the application has
 # answered: pywsgi only prints it (values masked) with an error that ends the response.
 # The full environ (a 24-key dict, the Cookie header, ...) cost ~1.5 KB per open stream.
@@ -107,10 +110,21 @@ class LeanHandler(WSGIHandler):
         self.response_headers = None
 
     def get_environ(self):
-        """The WSGI environ, with the connection's socket for the stream to watch."""
+        """The WSGI environ, with the connection's socket for the stream to watch and write to."""
         environ = super().get_environ()
         environ[SOCKET_KEY] = self.socket
+        environ[WIRE_KEY] = self.wire
         return environ
+
+    def wire(self, data: bytes) -> bytes:
+        """Return the bytes this handler puts on the wire for one write of the body (after the headers).
+
+        A chunk of chunked transfer encoding, as ``pywsgi.WSGIHandler._write`` frames it, or
+        ``data`` itself when the response is not chunked.
+        """
+        if self.response_use_chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        return data
 
     def _stop_waiting(self) -> None:
         if self._waiting:

@@ -142,10 +142,11 @@ def read_events(
 
 
 def collect_events(
-    client: httpx.Client, seconds: float, opened: threading.Event | None = None, on_event=None, **kwargs
+    client: httpx.Client, seconds: float, opened: threading.Event | None = None, on_event=None, until=None, **kwargs
 ):
     """Return every event the stream sends within ``seconds`` (heartbeats skipped); each is
-    also handed to ``on_event``, if given, as it arrives."""
+    also handed to ``on_event``, if given, as it arrives. With ``until``, stop as soon as
+    ``until(event)`` is true for one (it is kept)."""
     events = []
     with connect_sse(client, "GET", "/notifications", **kwargs) as source:
         source.response.raise_for_status()
@@ -160,6 +161,8 @@ def collect_events(
                 events.append(sse)
                 if on_event is not None:
                     on_event(sse)
+                if until is not None and until(sse):
+                    break
         except (httpx.HTTPError, RuntimeError):
             pass  # closed by the timer
         finally:

@@ -287,6 +287,63 @@ def test_slow_consumer_is_cut_off_without_delaying_others(web, login_as, app):
     sock.close()
 
 
+class ChunkedEvents:
+    """Reads a stream's chunked SSE body off a raw socket, checking every chunk's framing."""
+
+    def __init__(self, sock) -> None:
+        self.sock, self.raw, self.body = sock, b"", b""
+
+    def until(self, last_id: str, timeout: float = 30) -> list[tuple[str, int]]:
+        """Read until the event ``last_id`` (of the user's stream); return the events read
+        since the last call, each as (user stream id, data length)."""
+        deadline = time.monotonic() + timeout
+        while f"id: {last_id}~".encode() not in self.body:
+            assert time.monotonic() < deadline, "the stream stopped before the last event"
+            self.raw += self.sock.recv(65536)
+            while (end := self.raw.find(b"\r\n")) >= 0 and len(self.raw) >= end + 4 + int(self.raw[:end], 16):
+                size = int(self.raw[:end], 16)
+                assert self.raw[end + 2 + size : end + 4 + size] == b"\r\n", "a chunk was broken on the wire"
+                self.body += self.raw[end + 2 : end + 2 + size]
+                self.raw = self.raw[end + 4 + size :]
+        done, _, self.body = self.body.rpartition(b"\n\n")
+        events = []
+        for block in done.decode().split("\n\n"):
+            fields = dict(line.split(": ", 1) for line in block.split("\n") if line.startswith(("id: ", "data: ")))
+            if "id" in fields:
+                events.append((fields["id"].split("~")[0], len(fields["data"])))
+        return events
+
+
+def test_frames_larger_than_the_socket_takes_at_once_arrive_whole_and_in_order(web, login_as, app):
+    from qa_notify.events import bus
+
+    login_as("reader")
+    client = web.client("reader")
+    uid = client.get("/api/me").json()["id"]
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    sock = socket.create_connection(("127.0.0.1", web.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow link: little fits at once
+    sock.sendall(f"GET /notifications HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode())
+    sock.settimeout(10)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200")
+    with app.app_context():
+        rc = bus.redis_client()
+        rc.spublish(channels.user_channel(uid), "1-0\nread\n" + json.dumps({"n": 1}))
+        events = ChunkedEvents(sock)
+        assert events.until("1-0") == [("1-0", len(json.dumps({"n": 1})))]
+        # The stream waits again: what follows is written while it waits, most of it by its
+        # greenlet after the socket took what it could; the client reads nothing meanwhile.
+        sizes = [300_000, 10, 200_000, 10]
+        for i, size in enumerate(sizes, start=2):
+            rc.spublish(channels.user_channel(uid), f"{i}-0\nread\n" + json.dumps({"pad": "x" * size}))
+    got = events.until(f"{len(sizes) + 1}-0")
+    sock.close()
+    assert got == [(f"{i}-0", len(json.dumps({"pad": "x" * n}))) for i, n in enumerate(sizes, start=2)]
+
+
 def test_long_poll_returns_events_after_an_id(web, login_as):
     asker = login_as("ann")
     client = web.client("ann")
@@ -390,31 +447,50 @@ def test_one_broadcast_reaches_every_eligible_stream_once(web, login_as, r):
     users = {name: login_as(name, role) for name, role in [("ann", "user"), ("ben", "user"), ("mod", "moderator")]}
     quiet, _ = login_as("quiet"), login_as("late")
     assert quiet.put("/api/preferences", {"muted": ["broadcast"]}).status_code == 200  # before its stream opens
-    readers = [(name, in_background(collect_events, web.client(name), 3)) for name in [*users, "ann", "quiet", "root"]]
-    late, got_read = web.client("late"), threading.Event()
+    expected = {"ann": 1, "ben": 1, "mod": 2, "quiet": 0, "root": 0}  # broadcasts each stream should get
+    arrived = threading.Semaphore(0)
+
+    def reader(name: str):
+        # Reads until its user's `read` event (sent once every stream that should have the
+        # broadcasts has them: anything more, a duplicate, would have come before it).
+        counted = lambda sse: sse.event == "broadcast" and arrived.release()  # noqa: E731
+        sentinel = lambda sse: sse.event == "read"  # noqa: E731
+        return in_background(collect_events, web.client(name), 30, on_event=counted, until=sentinel)
+
+    readers = [(name, reader(name)) for name in [*users, "ann", "quiet", "root"]]
+    late, got_read, late_reads = web.client("late"), threading.Event(), []
+
+    def second_read(sse) -> bool:
+        late_reads.append(sse.event)
+        return late_reads.count("read") == 2
+
     late_reader = in_background(
-        collect_events, late, 3, timeout=10, on_event=lambda sse: sse.event == "read" and got_read.set()
+        collect_events, late, 30, on_event=lambda sse: sse.event == "read" and got_read.set(), until=second_read
     )
     wait_open(*(join for _, join in readers), late_reader)
     # Muted while its stream is open: the stream is told on the user's channel. The `read` event
     # that follows on the same channel shows the process has the news before the broadcast.
     assert late.put("/api/preferences", json={"muted": ["broadcast"]}).status_code == 200
     assert late.post("/api/notifications/read", json={"all": True}).status_code == 200
-    assert got_read.wait(5)
+    assert got_read.wait(15)
     assert admin.post("/api/admin/broadcast", {"message": "Hello all"}).status_code == 202
     assert admin.post("/api/admin/broadcast", {"message": "Mods only", "role": "moderator"}).status_code == 202
+    for _ in range(sum(expected[name] for name, _ in readers)):
+        assert arrived.acquire(timeout=30), "a broadcast did not reach a stream it is for"
+    for name in [*expected, "late"]:  # the process has handed out both broadcasts: end every reader
+        assert web.client(name).post("/api/notifications/read", json={"all": True}).status_code == 200
     everyone, mods = broadcast_ids(r)  # written once each, for every stream of every process
     got: dict[str, list] = {}
     for name, join in readers:
-        got.setdefault(name, []).append(told(join()))
+        got.setdefault(name, []).append(told([e for e in join() if e.event != "read"]))
     assert got["ann"] == [[(f"~{everyone}", "Hello all")]] * 2  # both of her tabs, once each
     assert got["ben"] == [[(f"~{everyone}", "Hello all")]]
     assert got["mod"] == [[(f"~{everyone}", "Hello all"), (f"~{mods}", "Mods only")]]
     assert got["quiet"] == got["root"] == [[]]  # muted; its author
-    assert [e.event for e in late_reader()] == ["read"]
+    assert [e.event for e in late_reader()] == ["read", "read"]  # muted while open: no broadcast
     for name in [*users, "quiet", "root"]:
         uid = web.client(name).get("/api/me").json()["id"]
-        assert r.xlen(channels.user_stream(uid)) == 0  # nothing written per user
+        assert r.xlen(channels.user_stream(uid)) == 1  # the `read` above only: no broadcast per user
 
 
 def test_a_reconnect_replays_a_missed_broadcast_once_and_a_plain_id_still_works(web, login_as, r):

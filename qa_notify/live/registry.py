@@ -27,6 +27,7 @@ from .broker import Broker
 from .feed import BroadcastFeed
 from .leases import LeaseKeeper, Quota
 from .replay import SharedEvent, StreamEvent
+from .wire import DirectWriter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class Subscription:
         "role",
         "muted",
         "broadcast_from",
+        "writer",
+        "parked",
     )
 
     def __init__(
@@ -71,6 +74,8 @@ class Subscription:
         self.role = role  # the user's role and muted types, for events for everyone
         self.muted: frozenset[str] = muted or NOTHING_MUTED
         self.broadcast_from = ""  # the newest broadcast id when it was attached: where it starts
+        self.writer: DirectWriter | None = None  # lent by a stream that may be written to directly
+        self.parked = False  # its stream waits in ``wait`` (not sending, not reading Redis)
 
     def wants(self, event: SharedEvent) -> bool:
         """True when an event for everyone is for this stream's user: their role, not theirs, not muted.
@@ -85,9 +90,20 @@ class Subscription:
         )
 
     def push(self, item) -> bool:
-        """Queue ``item``; return False (and close) when the buffer is full."""
+        """Hand on ``item``; return False (and close) when the buffer is full.
+
+        An event for a parked stream with nothing queued is sent at once on its socket
+        (``wire.DirectWriter``); anything else is queued for the stream's greenlet.
+        """
         if self.closed:
             return True
+        if self.parked and not self._items and self.writer is not None and isinstance(item, StreamEvent):
+            self.writer.send(self, item)
+            return True
+        return self.queue(item)
+
+    def queue(self, item) -> bool:
+        """Queue ``item`` for the stream's greenlet; return False (and close) when the buffer is full."""
         if len(self._items) >= self.limit:
             self.close("overflow")
             return False
@@ -107,7 +123,11 @@ class Subscription:
     def wait(self, timeout: float) -> list:
         """Wait up to ``timeout`` seconds; return what arrived (empty on timeout or close)."""
         if not self._items and not self.closed:
-            self._ready.wait(timeout)
+            self.parked = True
+            try:
+                self._ready.wait(timeout)
+            finally:
+                self.parked = False
         self._ready.clear()
         items, self._items = self._items, []
         return items

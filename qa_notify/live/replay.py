@@ -10,6 +10,7 @@ broadcasts then start from now.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import cast
 
 import redis
@@ -25,9 +26,9 @@ class StreamEvent:
     type: str
     data: str
 
-    @property
+    @cached_property
     def sort_key(self) -> tuple[int, int]:
-        """Return the stream id as a comparable pair."""
+        """Return the stream id as a comparable pair (parsed once: a broadcast asks per stream)."""
         return parse_event_id(self.id)
 
 

@@ -106,7 +106,7 @@ class Shard:
                 self.broker.handle(self, conn.read_response(disconnect_on_error=True))
             except MovedError as exc:  # SSUBSCRIBE sent to a master that lost the slot
                 log.info("hub: slot %s moved to %s; re-subscribing there", exc.slot_id, exc.node_addr)
-                self.broker.slot_moved(self, exc.slot_id)
+                self.broker.slot_moved(self, exc.slot_id, (exc.host, exc.port))
             handled += 1
             if handled % self.YIELD_EVERY == 0:
                 # Let the streams drain their buffers during a burst; otherwise a healthy

@@ -23,11 +23,12 @@ from ..extensions import db
 from ..jsonapi import api_login_required
 from ..logs import request_id as current_request_id
 from ..metrics.instruments import STREAM_SENT
-from ..webserver import SOCKET_KEY
+from ..webserver import SOCKET_KEY, WIRE_KEY
 from . import bp, sse
 from .attach import attach_and_replay, listener
 from .registry import BROADCAST_GAP, GAP, Registry, Subscription
 from .replay import Position, Replay, SharedEvent, StreamEvent, parse_position
+from .wire import DirectWriter, Unsent
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def notifications_stream():
     sock = request.environ.get(SOCKET_KEY) or request.environ.get("gunicorn.socket")
     frame = _catch_all_frame if request.args.get("catch_all") in ("1", "true") else _frame
     body = _event_stream(
-        registry, sub, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame, current_request_id()
-    )
+        registry, sub, backlog, retry_ms, cfg["SSE_HEARTBEAT_SECONDS"], sock, frame,
+        {"request_id": current_request_id()}, request.environ.get(WIRE_KEY),
+    )  # fmt: skip
     # direct_passthrough: the server iterates our generator itself (it already yields bytes),
     # without werkzeug's two wrapping iterators, which every idle stream would keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
@@ -102,29 +104,31 @@ def _event_stream(
     heartbeat: float,
     sock=None,
     frame=_frame,
-    request_id: str | None = None,
+    request_id: dict | None = None,
+    wire=None,
 ):
     """Yield the SSE body: retry hint, backlog (or resync), then live events and heartbeats.
 
-    The body runs after the request has ended, in the connection's greenlet: its log lines
-    name the stream's ``request_id`` themselves.
+    It runs after the request has ended, in the connection's greenlet (its log lines carry
+    ``request_id``, a logging ``extra``). Under our server (``wire``: how it frames a write),
+    live events may also be sent while it waits (``wire.DirectWriter``).
     """
     import gevent
 
     sub.owner = gevent.getcurrent()
     hangup = watch_for_hangup(sock, sub)
     try:
-        yield sse.format_retry(retry_ms)
         position = backlog.position
-        if backlog.gap:
-            yield _resync_frame(position)
-        yield from _frames_for(backlog.events, registry, sub, position, frame, replayed=True)
+        yield from _opening_frames(backlog, registry, sub, frame, retry_ms)
         # This frame lives as long as the stream: let it hold nothing already sent (the
         # replayed backlog, the last frames) while it idles.
         del backlog
+        sub.writer = DirectWriter(sock, wire, position, frame) if sock is not None and wire is not None else None
         while True:
             items = frames = None
             items = sub.wait(heartbeat)
+            if items and isinstance(items[0], Unsent):
+                sock.sendall(items.pop(0))  # the rest of a frame sent while waiting: first
             if sub.closed:
                 yield from _last_words(sub.close_reason, retry_ms)
                 return
@@ -134,15 +138,23 @@ def _event_stream(
             frames = _frames_for(items, registry, sub, position, frame)
             yield from frames
     except redis.RedisError:
-        log.info(
-            "stream of user %s ended: Redis unavailable during catch-up",
-            sub.user_id,
-            extra={"request_id": request_id},
-        )
+        log.info("stream of user %s ended: Redis unavailable during catch-up", sub.user_id, extra=request_id)
+    except OSError:
+        pass  # the client went away while the rest of a frame was being sent
     finally:
+        sub.writer = None
         if hangup is not None:
             hangup.stop()
         registry.detach(sub)
+
+
+def _opening_frames(backlog: Replay, registry: Registry, sub: Subscription, frame, retry_ms: int) -> list[bytes]:
+    """Return what a stream sends first: the retry hint, a resync after a gap, the replayed backlog."""
+    opening = [sse.format_retry(retry_ms)]
+    if backlog.gap:
+        opening.append(_resync_frame(backlog.position))
+    opening += _frames_for(backlog.events, registry, sub, backlog.position, frame, replayed=True)
+    return opening
 
 
 def _frames_for(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import redis
 
@@ -137,8 +137,8 @@ class RedisBroker(RedisHistory):
             for channel in shard.channels:
                 shard.commands.append(("SSUBSCRIBE", channel))
 
-    def slot_moved(self, shard: Shard, slot: int) -> None:
-        """A server refused a subscription because ``slot`` moved (clusters only)."""
+    def slot_moved(self, shard: Shard, slot: int, owner: Address) -> None:
+        """A server refused a subscription because ``slot`` moved to ``owner`` (clusters only)."""
 
     def dropped(self, shard: Shard, channel: str) -> None:
         """The server unsubscribed ``channel`` on its own (clusters only: a slot moved away)."""
@@ -187,26 +187,34 @@ class ClusterBroker(RedisBroker):
         super().lost(shard)
         self._replan()
 
-    def slot_moved(self, shard: Shard, slot: int) -> None:
-        """Cut ``shard``'s channels in ``slot`` and place them where the slot is now."""
-        self._moved(shard, lambda channel: self.client.keyslot(channel) == slot)  # type: ignore[attr-defined]
+    def slot_moved(self, shard: Shard, slot: int, owner: Address) -> None:
+        """Cut ``shard``'s channels in ``slot`` and subscribe them on ``owner``, which the refusal named."""
+        with self.lock:
+            moved = [c for c in shard.channels if self.client.keyslot(c) == slot]  # type: ignore[attr-defined]
+            self._cut(moved)
+            for channel in moved:
+                shard.channels.discard(channel)
+                self._place(channel, owner)
 
     def dropped(self, shard: Shard, channel: str) -> None:
         """The server dropped ``channel``: its slot moved away; follow it."""
-        self._moved(shard, lambda c: c == channel)
-
-    def _moved(self, shard: Shard, affected: Callable[[str], bool]) -> None:
-        """Some of ``shard``'s channels now belong to another master: cut them and replan."""
         with self.lock:
-            self._cut([c for c in shard.channels if affected(c)])
-        self._replan()
+            cut = [channel] if channel in shard.channels else []
+            self._cut(cut)
+        self._replan(stranded=cut)
 
-    def _replan(self) -> None:
-        """Ask the cluster who owns which slot; move channels whose master changed."""
+    def _replan(self, stranded: Iterable[str] = ()) -> None:
+        """Ask the cluster who owns which slot; move channels whose master changed.
+
+        ``stranded`` channels were cut off by their server: where the answer still names that
+        server (the cluster's view of a move can lag behind the move), they are subscribed
+        there again, so its refusal (``MOVED``, naming the new owner) moves them on.
+        """
         try:
             refresh_topology(self.client)
         except redis.RedisError as exc:
             log.warning("hub could not refresh the cluster's slots yet: %s", exc)
+            self._resubscribe(stranded)
             return
         with self.lock:
             for channel, address in list(self._shard_of.items()):
@@ -224,4 +232,14 @@ class ClusterBroker(RedisBroker):
                 if not shard.channels and not shard.retired:
                     shard.retired = True  # its thread ends; a later subscribe makes a new one
             self._shards = {a: s for a, s in self._shards.items() if not s.retired}
+        self._resubscribe(stranded)
         self.report_connections()
+
+    def _resubscribe(self, stranded: Iterable[str]) -> None:
+        """Subscribe again, where they are placed, the ``stranded`` channels still unconfirmed and unmoved."""
+        with self.lock:
+            for channel in stranded:
+                address = self._shard_of.get(channel)
+                shard = self._shards.get(address) if address is not None else None
+                if shard is not None and channel in shard.channels and channel in self._gapped:
+                    shard.commands.append(("SSUBSCRIBE", channel))

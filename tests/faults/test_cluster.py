@@ -185,3 +185,79 @@ def _wait_for(url: str, timeout: float = 15) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} never answered")
+
+
+class Recorder:
+    """What a broker hands on (the registry's side of the interface), kept to look at."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[int, str]] = []
+        self.resumed: list[int] = []
+
+    def deliver(self, user_id, event) -> None:
+        self.delivered.append((user_id, event.data))
+
+    def resume(self, user_id) -> None:
+        self.resumed.append(user_id)
+
+    def close(self, user_id, reason, session_id) -> None: ...
+    def mute(self, user_id, muted) -> None: ...
+    def deliver_broadcast(self, event) -> None: ...
+    def resume_broadcasts(self) -> None: ...
+
+
+@pytest.fixture
+def cluster_broker(tmp_path):
+    from devstack.embedded_redis import EmbeddedCluster
+    from qa_notify.live.subscriber import ClusterBroker
+
+    cluster = EmbeddedCluster(tmp_path / "cluster", persist=False).start()
+    client = make_client(cluster.url)
+    broker = ClusterBroker(client)
+    recorder = Recorder()
+    broker.bind(recorder)
+    yield broker, recorder, client
+    broker.stop()
+    client.close()
+    cluster.stop()
+
+
+def _until(condition, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _live_after_cut(broker, recorder, client, user_id: int) -> None:
+    """The user's channel resumes (its streams re-read what they missed) and carries new events."""
+    _until(lambda: user_id in recorder.resumed, "the cut channel was never subscribed again and resumed")
+    assert broker.wait_confirmed(user_id, 5)
+    client.spublish(channels.user_channel(user_id), "1-0\ntick\nafter the cut")
+    _until(lambda: (user_id, "after the cut") in recorder.delivered, "an event after the cut did not arrive")
+
+
+def test_a_channel_dropped_while_the_cluster_still_names_its_server_is_subscribed_again(cluster_broker):
+    # A reshard: the old master drops the channel before every node's view of the slots has
+    # caught up, so asking the cluster who owns it can still name the old master.
+    broker, recorder, client = cluster_broker
+    broker.subscribe(7)
+    assert broker.wait_confirmed(7, 10)
+    channel = channels.user_channel(7)
+    shard = broker._shards[broker._shard_of[channel]]
+    broker.dropped(shard, channel)
+    _live_after_cut(broker, recorder, client, 7)
+
+
+def test_a_subscription_refused_with_moved_follows_the_owner_the_refusal_names(cluster_broker):
+    broker, recorder, client = cluster_broker
+    broker.subscribe(8)
+    assert broker.wait_confirmed(8, 10)
+    channel = channels.user_channel(8)
+    owner = broker._shard_of[channel]
+    elsewhere = next((n.host, int(n.port)) for n in client.get_primaries() if (n.host, int(n.port)) != owner)
+    # As if a stale view had sent the channel to a master that does not serve its slot:
+    # that master answers MOVED, naming the owner, and the channel goes there.
+    broker.slot_moved(broker._shards[owner], client.keyslot(channel), elsewhere)
+    _live_after_cut(broker, recorder, client, 8)
+    assert broker._shard_of[channel] == owner
