@@ -27,7 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FULL = {
     "fanout": {"followers": 100_000},
     "fanout_million": {"followers": 1_000_000, "workers": 2},
-    "tasks": {"count": 2000, "questions": 1000},
+    "tasks": {"count": 2000, "questions": 1000, "producers": 4},
     "latency": {"streams": 1000, "rate": 100, "seconds": 20},
     "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
     "broadcast": {"streams": 10_000},
@@ -42,7 +42,7 @@ FULL = {
 QUICK = {
     "fanout": {"followers": 10_000},
     "fanout_million": {"followers": 20_000, "workers": 2},
-    "tasks": {"count": 300, "questions": 200},
+    "tasks": {"count": 300, "questions": 200, "producers": 2},
     "latency": {"streams": 200, "rate": 50, "seconds": 5},
     "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
     "broadcast": {"streams": 1000},

@@ -7,6 +7,7 @@ import statistics
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ from sqlalchemy import func, select
 
 from qa_notify.events import channels
 from qa_notify.extensions import db
-from qa_notify.models import Notification, OutboxEvent, User, utcnow
+from qa_notify.models import Notification, OutboxEvent, User
 
 from .clients import ClientFleet
 from .stack import Stack, port_of, redis_clients, rss_kb
@@ -107,32 +108,39 @@ def fanout(followers: int = 100_000, workers: int = 1) -> dict:
         stack.close()
 
 
-def small_events(count: int = 2000, questions: int = 1000) -> dict:
+def small_events(count: int = 2000, questions: int = 1000, producers: int = 4) -> dict:
     """Many small events: answers to ``questions`` questions, one follower each (the asker),
     posted through the domain function the API calls (``post_answer``), one worker (-c 2).
 
-    Two figures: *end to end*, one producer posts ``count`` answers back to back while the
-    worker runs (answers per second from the first post to the last row delivered);
-    *backlog*, ``count`` answers committed before the worker starts (events per second from
-    the worker's first inbox row to its last row delivered: what delivery alone sustains).
-    Tasks are counted as broker messages (kombu's Redis transport LPUSHes each), and every
-    follower's inbox and stream are checked to hold each answer exactly once.
+    The answers come from ``producers`` processes at once, each a ``post_answer`` caller as a
+    web process is (``bench.producers``: one app context per answer, its user and question
+    read in it): production runs several web processes, and one process posting back to back
+    measures that process's CPU, not the site's. Two figures: *end to end*, the producers
+    post ``count`` answers while the worker runs (answers per second from the first post to
+    the last row delivered); *backlog*, ``count`` answers committed before the worker starts
+    (events per second from the worker's first inbox row to its last row delivered: what
+    delivery alone sustains). CPU seconds per answer of the producers and of the worker
+    (its pool included) are recorded with it. Tasks are counted as broker messages (kombu's
+    Redis transport LPUSHes each), and every follower's inbox and stream are checked to hold
+    each answer exactly once.
     """
     stack = Stack(_workdir("tasks"))
     try:
         app = stack.app()
         askers = create_users(app, questions, prefix="asker")
-        [answerer] = create_users(app, 1, prefix="answerer")
+        answerers = create_users(app, producers, prefix="answerer")
         question_ids = []
         for uid in askers:
             question_ids.append(ask_as(app, uid, f"question of {uid}"))
             follow_question(app, [uid], question_ids[-1])
         r = stack.redis()
-        backlog = _post_answers(app, r, answerer, question_ids, count, "backlog")
-        stack.start_worker(concurrency=2)
+        backlog = _post_answers(stack, app, r, answerers, question_ids, count, "backlog")
+        worker = stack.start_worker(concurrency=2)
         backlog.update(_wait_delivered(app, r, backlog))
-        live = _post_answers(app, r, answerer, question_ids, count, "live")
+        worker_cpu = _tree_cpu_seconds(worker.pid)
+        live = _post_answers(stack, app, r, answerers, question_ids, count, "live")
         live.update(_wait_delivered(app, r, live))
+        worker_cpu = _tree_cpu_seconds(worker.pid) - worker_cpu
         pipe = r.pipeline(transaction=False)
         for uid in askers:
             pipe.xlen(channels.user_stream(uid))
@@ -144,12 +152,15 @@ def small_events(count: int = 2000, questions: int = 1000) -> dict:
         return {
             "answers": count,
             "followers_per_answer": 1,
-            "producer": "post_answer (the API's domain function), one process, back to back",
+            "producers": producers,
+            "producer": f"post_answer (the API's domain function) from {producers} processes, an app context per answer",
             "end_to_end_seconds": round(end_to_end, 3),
             "answers_per_second": round(count / end_to_end),
             "posting_seconds": round(live["last_post"], 3),
             "posted_per_second": round(count / live["last_post"]),
             "lag_after_last_post_ms": round((live["last_delivered"] - live["last_post"]) * 1000, 1),
+            "producer_cpu_ms_per_answer": round(live["producer_cpu_seconds"] / count * 1000, 2),
+            "worker_cpu_ms_per_answer": round(worker_cpu / count * 1000, 2),
             "tasks_enqueued": live["tasks"],
             "backlog_seconds": round(drained, 3),
             "backlog_events_per_second": round(count / drained),
@@ -168,21 +179,32 @@ def _broker_messages(r) -> int:
     return int(r.info("commandstats").get("cmdstat_lpush", {}).get("calls", 0))
 
 
-def _post_answers(app, r, answerer: int, question_ids: list[int], count: int, label: str) -> dict:
-    """Post ``count`` answers round-robin over the questions through ``post_answer``, back to back."""
-    from qa_notify.models import Question
-    from qa_notify.qa.service import post_answer
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its children."""
+    import psutil
+
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return sum(t.user + t.system for t in (proc.cpu_times() for proc in procs))
+
+
+def _post_answers(stack, app, r, answerers: list[int], question_ids: list[int], count: int, label: str) -> dict:
+    """Post ``count`` answers round-robin over the questions through ``post_answer``, from one
+    process per answerer at once (``bench.producers``)."""
+    from .producers import post_in_processes
 
     messages = _broker_messages(r)
-    with app.test_request_context():
+    with app.app_context():
         first_id = (db.session.scalar(select(func.max(OutboxEvent.id))) or 0) + 1
-        user = db.session.get(User, answerer)
-        questions = [db.session.get(Question, qid) for qid in question_ids]
-        started, clock = utcnow(), time.monotonic()
-        for i in range(count):
-            post_answer(user, questions[i % len(questions)], f"{label} {i}")
-        posting = time.monotonic() - clock
-    return {"first_id": first_id, "started": started, "first_post": 0.0, "last_post": posting, "messages": messages}
+    posted = post_in_processes(stack, answerers, question_ids, count, label)
+    started = datetime.fromtimestamp(posted["started"], UTC).replace(tzinfo=None)  # naive UTC, as the rows are
+    return {
+        "first_id": first_id,
+        "started": started,
+        "first_post": 0.0,
+        "last_post": posted["finished"] - posted["started"],
+        "producer_cpu_seconds": posted["cpu_seconds"],
+        "messages": messages,
+    }
 
 
 def _wait_delivered(app, r, phase: dict, timeout: float = 600) -> dict:

@@ -93,8 +93,13 @@ def register_extensions(app: Flask) -> None:
     from .i18n import page_lang, role_name, select_locale, type_name
     from .mail import init_mail
 
+    sqlite = app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite")
+    if sqlite:
+        # A connection to a local file cannot drop: the pre-ping would be one more statement
+        # on every checkout (every request, every drain round) for nothing.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**app.config["SQLALCHEMY_ENGINE_OPTIONS"], "pool_pre_ping": False}
     db.init_app(app)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+    if sqlite:
         from sqlalchemy import event
 
         from .extensions import tune_sqlite

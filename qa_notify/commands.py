@@ -122,9 +122,9 @@ def notify(username: str, event_type: str, payload: str) -> None:
         raise click.ClickException(f"payload is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise click.ClickException("payload must be a JSON object")
-    row = emit(CustomEvent(name=event_type, data=data), Users([user.id]))
+    outbox_id = emit(CustomEvent(name=event_type, data=data), Users([user.id]))
     db.session.commit()
-    click.echo(f"queued event {row.id} for {username}")
+    click.echo(f"queued event {outbox_id} for {username}")
 
 
 @click.command("broadcast")

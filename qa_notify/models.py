@@ -367,8 +367,12 @@ def inbox_insert(dialect_name: str | None = None):
     A Core insert on the table: one executemany (or one ``INSERT ... SELECT``), no ORM
     bookkeeping per row; a retried delivery inserts nothing twice.
     """
-    dialect_name = dialect_name or db.session.get_bind().dialect.name
-    insert = pg_insert if dialect_name == "postgresql" else sqlite_insert
+    return _inbox_insert(dialect_name or db.session.get_bind().dialect.name)
+
+
+@functools.cache
+def _inbox_insert(dialect: str):
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     table = cast(Table, Notification.__table__)
     return insert(table).on_conflict_do_nothing(index_elements=["user_id", "outbox_id"])
 

@@ -61,8 +61,7 @@ def send_broadcast(author: User | None, message: str, role: str | None, max_leng
     db.session.add(broadcast)
     db.session.flush()
     event = BroadcastEvent(broadcast_id=broadcast.id, message=message, author=author.username if author else "system")
-    outbox = emit(event, Everyone(role), actor_id=author.id if author else None)
-    broadcast.outbox_id = outbox.id
+    broadcast.outbox_id = emit(event, Everyone(role), actor_id=author.id if author else None)
     db.session.commit()
     return broadcast
 

@@ -7,8 +7,11 @@ busy outbox is drained by one task in batches as large as the load makes them, w
 answer is drained at once, never held for a batch window. A drain that finds nothing waits up
 to OUTBOX_DRAIN_LINGER_SECONDS on a wake-up list that a commit finding the flag set rings,
 so while answers trickle in one task takes them all, each as soon as it commits, instead of
-a task per answer. Before it stops, a drain clears the flag and looks once more, so a
-commit that found the flag still set is never left behind. Each round claims up to OUTBOX_DRAIN_ROWS waiting rows in id order, reads all
+a task per answer. A round that took fewer rows than it could took all that waited, so a
+lingering drain goes back to waiting rather than reading again (a commit since has rung),
+and a ring is answered by claiming at once: at a trickle a round is the claim and the
+delivery, no read of its own. Before it stops, a drain clears the flag and looks once more,
+so a commit that found the flag still set is never left behind. Each round claims up to OUTBOX_DRAIN_ROWS waiting rows in id order, reads all
 their recipients (one query per kind of audience), stores every inbox row in one insert
 and one commit, pushes them all in one pipeline per Redis master and marks the rows
 delivered in one UPDATE.
@@ -25,6 +28,7 @@ on itself and never holds up the others.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +37,7 @@ from typing import cast
 
 import redis
 from flask import current_app
-from sqlalchemy import Row, Table, exists, or_, select, update
+from sqlalchemy import Integer, Row, Select, Table, Update, bindparam, exists, or_, select, update
 
 from ..extensions import db
 from ..jobs import jobs
@@ -105,20 +109,28 @@ def drain_outbox(claimer: str, deliver_alone: Callable[[int], object], fan_out_a
     linger = 0.0 if cfg["CELERY_ALWAYS_EAGER"] else cfg["OUTBOX_DRAIN_LINGER_SECONDS"]
     taken = 0
     tried: set[int] = set()  # rows handed over or that failed alone: this task does not retake them
+    look = False  # read whether rows wait before claiming; not when a commit just asked for this drain
     while True:
-        r.set(flag, claimer, ex=DRAIN_FLAG_SECONDS)  # a commit now leaves its rows to this drain
-        if _rows_waiting(claimer, tried):
-            taken += drain_batch(claimer, tried, deliver_alone, fan_out_apart)
-            if time.monotonic() < stop_at:
+        r.set(flag, claimer, ex=DRAIN_FLAG_SECONDS)  # a commit now leaves its rows to this drain, and rings it
+        if not look or _rows_waiting(claimer, tried):
+            took = drain_batch(claimer, tried, deliver_alone, fan_out_apart)
+            taken += took
+            if time.monotonic() >= stop_at:
+                r.delete(flag)
+                request_drain()  # the rest in a new task
+                return taken
+            # A full batch: claim again at once. A partial one took all that waited, and every
+            # commit since rang the wake-up list: a lingering drain waits for that, without a read.
+            look = took < cfg["OUTBOX_DRAIN_ROWS"] and linger <= 0
+            if took >= cfg["OUTBOX_DRAIN_ROWS"] or linger <= 0:
                 continue
-            r.delete(flag)
-            request_drain()  # the rest in a new task
-            return taken
         if linger > 0 and time.monotonic() + linger < stop_at and _rung(r, linger):
+            look = False
             continue  # a commit rang while this drain waited: its rows are next
         r.delete(flag)  # from now on a commit enqueues a drain; one committed before is seen here:
         if not _rows_waiting(claimer, tried) or not r.set(flag, claimer, nx=True, ex=DRAIN_FLAG_SECONDS):
             return taken
+        look = False
 
 
 def _rung(r: redis.Redis, seconds: float) -> bool:
@@ -153,23 +165,72 @@ def drain_batch(
     return len(rows)
 
 
-def _free(claimer: str, tried: set[int]) -> list:
-    """Waiting rows nobody claimed, whose claim lapsed, or that ``claimer`` holds (the same
-    task again, after its worker died), but not those it ``tried`` already."""
-    now = utcnow()
+def _free(tried: bool) -> list:
+    """Waiting rows nobody claimed, whose claim lapsed, or that the claimer holds (the same
+    task again, after its worker died), but not those it tried already (if ``tried``).
+
+    Written with bound parameters (``now``, ``claimer``, ``tried``), so each statement
+    below is built once: building and keying a statement cost more CPU than running it.
+    """
     free = [
         _outbox.c.delivered_at.is_(None),
         _outbox.c.failed_at.is_(None),
-        or_(_outbox.c.claimed_until.is_(None), _outbox.c.claimed_until < now, _outbox.c.claimed_by == claimer),
+        or_(
+            _outbox.c.claimed_until.is_(None),
+            _outbox.c.claimed_until < bindparam("now"),
+            _outbox.c.claimed_by == bindparam("claimer"),
+        ),
     ]
     if tried:
-        free.append(_outbox.c.id.not_in(tried))
+        free.append(_outbox.c.id.not_in(bindparam("tried", expanding=True)))
     return free
+
+
+@functools.cache
+def _waiting_query(tried: bool) -> Select:
+    return select(exists().where(*_free(tried)))
+
+
+@functools.cache
+def _claim_statement(tried: bool) -> Update:
+    waiting = _free(tried)
+    # A CTE, so PostgreSQL picks (and locks) the rows once; a subquery in IN may run again.
+    oldest = (
+        select(_outbox.c.id)
+        .where(*waiting)
+        .order_by(_outbox.c.id)
+        .limit(bindparam("limit", type_=Integer))
+        .with_for_update(skip_locked=True)
+    ).cte("oldest")
+    return (
+        update(_outbox)
+        .where(_outbox.c.id.in_(select(oldest.c.id)), *waiting)
+        .values(claimed_until=bindparam("until"), claimed_by=bindparam("claimer"), attempts=_outbox.c.attempts + 1)
+        .returning(
+            _outbox.c.id,
+            _outbox.c.event_type,
+            _outbox.c.payload,
+            _outbox.c.audience,
+            _outbox.c.actor_id,
+            _outbox.c.created_at,
+        )
+    )
+
+
+_MARK_DELIVERED = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.delivered_at.is_(None))
+    .values(delivered_at=bindparam("now"))
+)
+
+
+def _free_params(claimer: str, tried: set[int]) -> dict:
+    return {"now": utcnow(), "claimer": claimer, **({"tried": sorted(tried)} if tried else {})}
 
 
 def _rows_waiting(claimer: str, tried: set[int]) -> bool:
     """Whether any row waits for ``claimer`` (a read: it takes no write lock)."""
-    waiting = bool(db.session.scalar(select(exists().where(*_free(claimer, tried)))))
+    waiting = bool(db.session.scalar(_waiting_query(bool(tried)), _free_params(claimer, tried)))
     db.session.rollback()  # end the read, so the next one sees what committed meanwhile
     return waiting
 
@@ -185,28 +246,10 @@ def claim_waiting_rows(claimer: str, limit: int, lease_seconds: float, tried: se
     PostgreSQL the rows are locked as they are picked (``SKIP LOCKED``) and the claim is
     checked again as it is written; SQLite has one writer at a time.
     """
-    now, waiting = utcnow(), _free(claimer, tried or set())
-    # A CTE, so PostgreSQL picks (and locks) the rows once; a subquery in IN may run again.
-    oldest = (
-        select(_outbox.c.id).where(*waiting).order_by(_outbox.c.id).limit(limit).with_for_update(skip_locked=True)
-    ).cte("oldest")
-    claimed = db.session.execute(
-        update(_outbox)
-        .where(_outbox.c.id.in_(select(oldest.c.id)), *waiting)
-        .values(
-            claimed_until=now + timedelta(seconds=lease_seconds),
-            claimed_by=claimer,
-            attempts=_outbox.c.attempts + 1,
-        )
-        .returning(
-            _outbox.c.id,
-            _outbox.c.event_type,
-            _outbox.c.payload,
-            _outbox.c.audience,
-            _outbox.c.actor_id,
-            _outbox.c.created_at,
-        )
-    ).all()
+    tried = tried or set()
+    params = _free_params(claimer, tried)
+    params.update(limit=limit, until=params["now"] + timedelta(seconds=lease_seconds))
+    claimed = db.session.execute(_claim_statement(bool(tried)), params).all()
     return sorted(claimed, key=lambda row: row.id)
 
 
@@ -244,11 +287,7 @@ def _deliver_together(rows: list[Row], recipients: dict[int, list[int]]) -> list
     """
     try:
         store_and_push([(row, recipients[row.id]) for row in rows])
-        db.session.execute(
-            update(_outbox)
-            .where(_outbox.c.id.in_([row.id for row in rows]), _outbox.c.delivered_at.is_(None))
-            .values(delivered_at=utcnow())
-        )
+        db.session.execute(_MARK_DELIVERED, {"ids": [row.id for row in rows], "now": utcnow()})
         db.session.commit()
     except Exception:
         db.session.rollback()

@@ -8,6 +8,7 @@ per-event marker (a set per partition) skips what an earlier try pushed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import or_, select
+from sqlalchemy import BindParameter, Select, bindparam, or_, select
 
 from ..extensions import db
 from ..jobs import jobs
@@ -56,26 +57,39 @@ def _stored(pairs: list[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
     notification id)`` by outbox id, in user order: one query on the Core connection (no
     ORM rows), the users read as their id range when they lie close together (a batch's)."""
     user_ids = sorted({uid for uid, _ in pairs})
-    outbox_ids = {oid for _, oid in pairs}
     bounds = dense_range(user_ids)
-    if bounds:
+    params: dict[str, Any] = {"outbox_ids": sorted({oid for _, oid in pairs})}
+    params.update({"lo": bounds[0], "hi": bounds[1]} if bounds else {"user_ids": user_ids})
+    wanted = set(pairs)
+    recipients: dict[int, list[tuple[int, int]]] = {}
+    for outbox_id, user_id, notification_id in db.session.connection().execute(_stored_query(bool(bounds)), params):
+        if (user_id, outbox_id) in wanted:
+            recipients.setdefault(outbox_id, []).append((user_id, notification_id))
+    return recipients
+
+
+@functools.cache
+def _stored_query(dense: bool) -> Select:
+    """``_stored``'s query, built once (building a statement costs more than running it)."""
+    outbox_ids: BindParameter[int] = bindparam("outbox_ids", expanding=True)
+    if dense:
         # A range of the (user_id, outbox_id) index. "+ 0" keeps SQLite from taking the
         # outbox_id index instead, which reads every row of the event stored so far: each
         # batch of a million-follower fan-out read all the batches before it.
-        where = [Notification.user_id.between(*bounds), (Notification.outbox_id + 0).in_(outbox_ids)]
+        where = [
+            Notification.user_id.between(bindparam("lo"), bindparam("hi")),
+            (Notification.outbox_id + 0).in_(outbox_ids),
+        ]
     else:
-        where = [Notification.user_id.in_(user_ids), Notification.outbox_id.in_(outbox_ids)]
-    query = (
+        where = [
+            Notification.user_id.in_(bindparam("user_ids", expanding=True)),
+            Notification.outbox_id.in_(outbox_ids),
+        ]
+    return (
         select(Notification.outbox_id, Notification.user_id, Notification.id)
         .where(*where)
         .order_by(Notification.user_id)
     )
-    wanted = set(pairs)
-    recipients: dict[int, list[tuple[int, int]]] = {}
-    for outbox_id, user_id, notification_id in db.session.connection().execute(query).all():
-        if (user_id, outbox_id) in wanted:
-            recipients.setdefault(outbox_id, []).append((user_id, notification_id))
-    return recipients
 
 
 def hand_to_web_push(deliveries: list[tuple[int, list[int]]]) -> None:

@@ -18,11 +18,25 @@ both mute rules to them again when they run, so a mute or an unfollow stops what
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, exists, func, select, true, union, union_all
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    select,
+    true,
+    union,
+    union_all,
+)
 from sqlalchemy.orm import InstrumentedAttribute
 
 from ..extensions import db
@@ -48,7 +62,7 @@ _TOPIC_WATCHING = and_(WatchLevel.kind == "topic", WatchLevel.level == "watching
 _BY_QUESTION = ("new_question", "new_answer")
 
 
-def _followers_of_questions(kind: str, question_ids: list[int], keyed: bool = True) -> CompoundSelect:
+def _followers_of_questions(kind: str, question_ids: list[int] | BindParameter, keyed: bool = True) -> CompoundSelect:
     """Return a SELECT of who hears of each question's ``kind`` event: (``question_id``,
     ``user_id``) pairs, or ``user_id`` alone unless ``keyed`` (one question: a smaller union)."""
 
@@ -157,11 +171,27 @@ def among(column: InstrumentedAttribute[int], user_ids: list[int]) -> ColumnElem
     return column.between(*bounds) if bounds else column.in_(user_ids)
 
 
+def among_bound(column: InstrumentedAttribute[int], dense: bool) -> ColumnElement[bool]:
+    """``among`` with bound parameters, for a statement built once: the range ``lo``..``hi``
+    if ``dense``, else the list ``ids``; ``among_params`` gives their values."""
+    return column.between(bindparam("lo"), bindparam("hi")) if dense else column.in_(bindparam("ids", expanding=True))
+
+
+def among_params(user_ids: list[int]) -> tuple[bool, dict[str, Any]]:
+    """Return whether ``user_ids`` are dense (see ``among``) and the parameters of ``among_bound``."""
+    bounds = dense_range(user_ids)
+    return (True, {"lo": bounds[0], "hi": bounds[1]}) if bounds else (False, {"ids": list(user_ids)})
+
+
+@functools.cache
+def _muted_query(dense: bool) -> Select:
+    return select(MutedType.user_id, MutedType.event_type).where(among_bound(MutedType.user_id, dense))
+
+
 def _muted(user_ids: list[int]) -> set[tuple[int, str]]:
     """Return the (user, preference key) pairs these users turned off on every channel."""
-    rows = db.session.connection().execute(
-        select(MutedType.user_id, MutedType.event_type).where(among(MutedType.user_id, user_ids))
-    )
+    dense, params = among_params(user_ids)
+    rows = db.session.connection().execute(_muted_query(dense), params)
     wanted = set(user_ids)
     return {(user_id, event_type) for user_id, event_type in rows if user_id in wanted}
 
@@ -183,12 +213,22 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
     """
     if not user_ids or not question_ids:
         return set()
-    bounds = dense_range(user_ids)
-    in_range = WatchLevel.user_id.between(*bounds) if bounds else true()
+    dense, params = among_params(user_ids)
+    params = {**(params if dense else {}), "questions": sorted(question_ids)}  # scattered ids: any user
+    wanted = set(user_ids)
+    rows = db.session.connection().execute(_silenced_query(dense), params)
+    return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
+
+
+@functools.cache
+def _silenced_query(dense: bool) -> CompoundSelect:
+    """``_silenced``'s query, built once: users in the range ``lo``..``hi`` (or any), ``questions``."""
+    in_range = WatchLevel.user_id.between(bindparam("lo"), bindparam("hi")) if dense else true()
+    questions: BindParameter[int] = bindparam("questions", expanding=True)
     by_question = select(WatchLevel.user_id, WatchLevel.target_id.label("question_id")).where(
         WatchLevel.kind == "question",
         WatchLevel.level == "muted",
-        WatchLevel.target_id.in_(question_ids),
+        WatchLevel.target_id.in_(questions),
         in_range,
     )
     watched = exists().where(
@@ -200,14 +240,12 @@ def _silenced(user_ids: list[int], question_ids: set[int]) -> set[tuple[int, int
         .where(
             WatchLevel.kind == "topic",
             WatchLevel.level == "muted",
-            question_topics.c.question_id.in_(question_ids),
+            question_topics.c.question_id.in_(questions),
             in_range,
             ~watched,
         )
     )
-    wanted = set(user_ids)
-    rows = db.session.connection().execute(union(by_question, by_topic))
-    return {(user_id, question_id) for user_id, question_id in rows if user_id in wanted}
+    return union(by_question, by_topic)
 
 
 def _exclude(
@@ -355,15 +393,21 @@ def _small_candidates(events: list[Addressed], at_most: int, apart: list[int]) -
 
 def _first_followers(kind: str, question_ids: set[int], at_most: int) -> dict[int, list[int]]:
     """Return each question's first ``at_most + 1`` candidates, ascending: enough to tell a large audience."""
-    pairs = _followers_of_questions(kind, sorted(question_ids)).subquery()
-    rank = func.row_number().over(partition_by=pairs.c.question_id, order_by=pairs.c.user_id)
-    numbered = select(pairs.c.question_id, pairs.c.user_id, rank.label("n")).subquery()
     found: dict[int, list[int]] = {}
-    rows = db.session.execute(
-        select(numbered.c.question_id, numbered.c.user_id)
-        .where(numbered.c.n <= at_most + 1)
-        .order_by(numbered.c.question_id, numbered.c.user_id)
-    )
+    rows = db.session.execute(_first_followers_query(kind), {"questions": sorted(question_ids), "at_most": at_most})
     for question_id, user_id in rows:
         found.setdefault(question_id, []).append(user_id)
     return found
+
+
+@functools.cache
+def _first_followers_query(kind: str) -> Select:
+    """``_first_followers``' query for one kind of audience, built once (``questions``, ``at_most``)."""
+    pairs = _followers_of_questions(kind, bindparam("questions", expanding=True)).subquery()
+    rank = func.row_number().over(partition_by=pairs.c.question_id, order_by=pairs.c.user_id)
+    numbered = select(pairs.c.question_id, pairs.c.user_id, rank.label("n")).subquery()
+    return (
+        select(numbered.c.question_id, numbered.c.user_id)
+        .where(numbered.c.n <= bindparam("at_most") + 1)
+        .order_by(numbered.c.question_id, numbered.c.user_id)
+    )

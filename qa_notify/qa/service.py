@@ -72,7 +72,7 @@ def ask_question(author: User, title: str, body: str, topic_names: list[str]) ->
     )
     told = _notify_mentions(author, question, None, f"{title}\n{body}", body or title)
     emit(event, TopicAndAuthorFollowers(question.id, excluded=told), actor_id=author.id)
-    db.session.commit()
+    _commit_keeping(question, author, *question.topics)
     return question
 
 
@@ -119,8 +119,29 @@ def post_answer(author: User, question: Question, body: str) -> Answer:
     )
     told = _notify_mentions(author, question, answer, body, body)
     emit(event, QuestionFollowers(question.id, excluded=told), actor_id=author.id)
-    db.session.commit()
+    _commit_keeping(answer, author, question)
     return answer
+
+
+def _commit_keeping(*posted: object) -> None:
+    """Commit; expire what the session holds (so it is read again when next used) but the
+    ``posted`` objects.
+
+    The post was just written in this transaction and its author and question read in it:
+    expired, each would be read back with a SELECT of its own the moment the caller turns
+    the post into JSON, only to find the values it has.
+    """
+    session = db.session()
+    expire, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
+    if expire:
+        kept = {id(obj) for obj in posted}
+        for obj in list(session.identity_map.values()):
+            if id(obj) not in kept:
+                session.expire(obj)
 
 
 def create_topic(name: str) -> Topic:
