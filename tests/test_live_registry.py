@@ -9,6 +9,7 @@ what ``test_stream.py`` and the fault suites check.
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -18,8 +19,9 @@ from qa_notify.live.attach import read_since
 from qa_notify.live.leases import LocalQuota
 from qa_notify.live.memory import MemoryBroker
 from qa_notify.live.registry import BROADCAST_GAP, GAP, Registry, TooManyStreams
-from qa_notify.live.replay import parse_position
+from qa_notify.live.replay import Position, parse_position
 from qa_notify.live.stream import _catch_all_frame, _event_stream, _frame
+from qa_notify.live.wire import DirectWriter
 
 ALICE, BOB = 1, 2
 
@@ -350,3 +352,42 @@ def test_bad_positions_are_refused(junk):
 
 def all_ids(chunks: list[bytes]) -> list[str]:
     return [line[4:] for chunk in chunks for line in chunk.decode().split("\n") if line.startswith("id: ")]
+
+
+def _parked_on_socket(registry: Registry, user_id: int):
+    """A subscription whose stream is parked and written to directly on one end of a socket pair."""
+    ours, theirs = socket.socketpair()
+    sub = registry.attach(user_id, None)
+    sub.writer = DirectWriter(ours, lambda data: data, Position("0-0", "0-0"), _frame)
+    sub.parked = True
+    return sub, ours, theirs
+
+
+def test_the_heartbeat_ticker_beats_each_parked_stream_once_a_period_and_skips_busy_ones(registry):
+    registry.heartbeats.slices = 1  # every tick is every stream's
+    idle, _, idle_peer = _parked_on_socket(registry, ALICE)
+    busy, _, busy_peer = _parked_on_socket(registry, BOB)
+    busy.queue(GAP)  # its stream has something to do: it is writing anyway
+    assert registry.heartbeats.beat(0) == 1
+    idle_peer.setblocking(False)
+    busy_peer.setblocking(False)
+    assert idle_peer.recv(100) == b": heartbeat\n\n"
+    with pytest.raises(BlockingIOError):
+        busy_peer.recv(100)
+
+
+def test_a_beat_to_a_client_that_stopped_reading_is_left_out_or_finished_whole_by_its_stream(registry):
+    registry.heartbeats.slices = 1
+    sub, ours, peer = _parked_on_socket(registry, ALICE)
+    ours.setblocking(False)
+    while True:  # fill the kernel's buffers: the client reads nothing
+        try:
+            ours.send(b"x" * 1024)
+        except BlockingIOError:
+            break
+    registry.heartbeats.beat(0)
+    assert sub.wait(0) == [] and not sub.closed  # no room: no beat, nothing half-sent
+    sub.parked = True  # parked again; and now the client hangs up
+    peer.close()
+    registry.heartbeats.beat(0)
+    assert sub.closed and sub.close_reason == "client_gone"

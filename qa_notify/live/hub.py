@@ -24,7 +24,9 @@ def get_registry() -> Registry:
         cfg = current_app.config
         client = bus.redis_client()
         quota = StreamQuota(client, cfg["SSE_MAX_STREAMS_PER_USER"], cfg["SSE_LEASE_SECONDS"])
-        registry = current_app.extensions["qa_hub"] = Registry(make_broker(client), cfg["SSE_BUFFER_SIZE"], quota)
+        registry = current_app.extensions["qa_hub"] = Registry(
+            make_broker(client), cfg["SSE_BUFFER_SIZE"], quota, cfg["SSE_HEARTBEAT_SECONDS"]
+        )
     return registry
 
 

@@ -25,6 +25,7 @@ from ..events.types import preference_key
 from ..metrics import instruments
 from .broker import Broker
 from .feed import BroadcastFeed
+from .heartbeats import Heartbeats
 from .leases import LeaseKeeper, Quota
 from .replay import SharedEvent, StreamEvent
 from .wire import DirectWriter
@@ -97,7 +98,7 @@ class Subscription:
         """
         if self.closed:
             return True
-        if self.parked and not self._items and self.writer is not None and isinstance(item, StreamEvent):
+        if self.writer is not None and self.idle() and isinstance(item, StreamEvent):
             self.writer.send(self, item)
             return True
         return self.queue(item)
@@ -120,8 +121,12 @@ class Subscription:
                 self._items.clear()  # free the buffer now, the client will replay
             self._ready.set()
 
-    def wait(self, timeout: float) -> list:
-        """Wait up to ``timeout`` seconds; return what arrived (empty on timeout or close)."""
+    def idle(self) -> bool:
+        """True while its stream is parked with nothing queued: a direct write may go first."""
+        return self.parked and not self._items and not self.closed
+
+    def wait(self, timeout: float | None) -> list:
+        """Wait up to ``timeout`` seconds (None: until woken); return what arrived (empty on timeout or close)."""
         if not self._items and not self.closed:
             self.parked = True
             try:
@@ -140,8 +145,9 @@ class TooManyStreams(Exception):
 class Registry:
     """Map each user with a stream open in this process to their subscriptions."""
 
-    def __init__(self, broker: Broker, buffer_size: int = 256, quota: Quota | None = None) -> None:
+    def __init__(self, broker: Broker, buffer_size: int = 256, quota: Quota | None = None, beat: float = 15.0) -> None:
         self.broker = broker
+        self.heartbeats = Heartbeats(self, beat)  # for streams written to directly
         self.buffer_size = buffer_size
         self.leases = LeaseKeeper(quota, self.open_leases) if quota is not None else None
         self._subs: dict[int, set[Subscription]] = {}
@@ -159,19 +165,18 @@ class Registry:
         """Return the number of users with a stream open in this process."""
         return len(self._subs)
 
+    def subscriptions(self) -> list[Subscription]:
+        """Return every open subscription of this process."""
+        with self._lock:
+            return [sub for subs in self._subs.values() for sub in subs]
+
     def open_leases(self) -> list[tuple[int, str]]:
         """Return (user id, lease token) of every open stream: what the lease keeper renews."""
         with self._lock:
             return [(sub.user_id, sub.token) for subs in self._subs.values() for sub in subs]
 
-    def attach(
-        self,
-        user_id: int,
-        session_id: str | None,
-        timeout: float = 30.0,
-        role: str | None = None,
-        muted: frozenset[str] = NOTHING_MUTED,
-    ) -> Subscription:
+    def attach(self, user_id: int, session_id: str | None, timeout: float = 30.0, role: str | None = None,
+               muted: frozenset[str] = NOTHING_MUTED) -> Subscription:  # fmt: skip
         """Open a subscription for ``user_id`` (of ``role``, muting ``muted``); return once the
         broker confirmed the channel.
 
@@ -226,6 +231,7 @@ class Registry:
     def shutdown(self) -> None:
         """Close every stream (browsers reconnect elsewhere), stop the broker and the lease keeper."""
         self.broker.stop()
+        self.heartbeats.stop()
         if self.leases is not None:
             self.leases.stop()
         for subs in list(self._subs.values()):
@@ -263,17 +269,14 @@ class Registry:
         """
         with self._lock:
             self.feed.saw(event)  # a stream attached from now on starts after it
-            subs = [sub for subs in self._subs.values() for sub in subs]
-        for sub in subs:
+        for sub in self.subscriptions():
             if sub.wants(event) and not sub.push(event):
                 self._cut_off(sub)
 
     def resume_broadcasts(self) -> None:
         """The broadcast channel is back after a cut: every stream re-reads the broadcast stream."""
         self.feed.lost_track()
-        with self._lock:
-            subs = [sub for subs in self._subs.values() for sub in subs]
-        for sub in subs:
+        for sub in self.subscriptions():
             sub.push(BROADCAST_GAP)
 
     def _cut_off(self, sub: Subscription) -> None:

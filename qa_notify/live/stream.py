@@ -17,6 +17,7 @@ import socket
 import redis
 from flask import Response, current_app, request, session
 from flask_login import current_user
+from gevent import getcurrent
 
 from ..events.types import BUILTIN_TYPES, RESYNC, SERVER_CLOSED, STREAM_TYPES
 from ..extensions import db
@@ -113,9 +114,7 @@ def _event_stream(
     ``request_id``, a logging ``extra``). Under our server (``wire``: how it frames a write),
     live events may also be sent while it waits (``wire.DirectWriter``).
     """
-    import gevent
-
-    sub.owner = gevent.getcurrent()
+    sub.owner = getcurrent()
     hangup = watch_for_hangup(sock, sub)
     try:
         position = backlog.position
@@ -123,10 +122,11 @@ def _event_stream(
         # This frame lives as long as the stream: let it hold nothing already sent (the
         # replayed backlog, the last frames) while it idles.
         del backlog
-        sub.writer = DirectWriter(sock, wire, position, frame) if sock is not None and wire is not None else None
+        if sock is not None and wire is not None:  # our server: events and heartbeats are sent directly
+            sub.writer = registry.heartbeats.start(DirectWriter(sock, wire, position, frame))
         while True:
             items = frames = None
-            items = sub.wait(heartbeat)
+            items = sub.wait(None if sub.writer is not None else heartbeat)
             if items and isinstance(items[0], Unsent):
                 sock.sendall(items.pop(0))  # the rest of a frame sent while waiting: first
             if sub.closed:

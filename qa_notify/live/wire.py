@@ -17,16 +17,21 @@ cut off and must be re-read) are always queued: only the stream's greenlet reads
 
 from __future__ import annotations
 
+import random
 import socket
 from typing import TYPE_CHECKING
 
 from ..metrics.instruments import STREAM_SENT
 from .replay import Position, StreamEvent
+from .sse import format_comment
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .registry import Subscription
+
+
+HEARTBEAT = format_comment("heartbeat")
 
 
 class Unsent(bytes):
@@ -36,27 +41,40 @@ class Unsent(bytes):
 class DirectWriter:
     """What a parked stream lends the one handing out events: its socket, position and framing."""
 
-    __slots__ = ("raw", "wire", "position", "frame")
+    __slots__ = ("raw", "wire", "position", "frame", "slot")
 
     def __init__(self, sock, wire: Callable[[bytes], bytes], position: Position, frame) -> None:
         self.raw = getattr(sock, "_sock", sock)  # the real socket: a send never switches greenlets
         self.wire = wire  # the bytes the server would put on the wire (a chunk, if chunked)
         self.position = position  # the stream's own: what it sends next starts from here
         self.frame = frame  # the stream's framing of one event (named or catch-all)
+        self.slot = random.getrandbits(16)  # which of the heartbeat ticker's ticks beats for it
 
     def send(self, sub: Subscription, event: StreamEvent) -> None:
         """Send ``event`` on ``sub``'s socket now; queue what the kernel does not take."""
         key = self.position.take(event)
         if key is None:
             return  # sent already (a replay covered it)
-        data = self.wire(self.frame(event, str(self.position)))
+        if self._put(sub, self.wire(self.frame(event, str(self.position))), whole=True):
+            STREAM_SENT.observe_since_ms(key[0])
+
+    def beat(self, sub: Subscription) -> None:
+        """Send a heartbeat comment on ``sub``'s socket now, if the kernel takes any of it.
+
+        A client whose socket buffer is full gets none (it has not read the last one); the
+        next tick tries again. Part of one is finished by the stream, like any frame.
+        """
+        self._put(sub, self.wire(HEARTBEAT), whole=False)
+
+    def _put(self, sub: Subscription, data: bytes, whole: bool) -> bool:
+        """Hand ``data`` to the kernel; queue the rest (all of it if ``whole``). False if the client is gone."""
         try:
             sent = self.raw.send(data, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
         except OSError:
             sub.close("client_gone")
-            return
-        STREAM_SENT.observe_since_ms(key[0])
-        if sent < len(data):
+            return False
+        if sent < len(data) and (sent or whole):
             sub.queue(Unsent(data[sent:]))
+        return True
