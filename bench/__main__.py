@@ -30,6 +30,7 @@ FULL = {
     "tasks": {"count": 2000, "questions": 1000, "producers": 4},
     "latency": {"streams": 1000, "rate": 100, "seconds": 20},
     "latency_light": {"streams": 1000, "rate": 25, "seconds": 20},
+    "latency_machine": {"streams": 1000, "rate": 100, "seconds": 20},
     "broadcast": {"streams": 10_000},
     "capacity": {"streams": 19_000},
     "capacity_slow": {"streams": 19_000, "connect_rate": 200},
@@ -45,6 +46,7 @@ QUICK = {
     "tasks": {"count": 300, "questions": 200, "producers": 2},
     "latency": {"streams": 200, "rate": 50, "seconds": 5},
     "latency_light": {"streams": 200, "rate": 10, "seconds": 5},
+    "latency_machine": {"streams": 200, "rate": 50, "seconds": 5},
     "broadcast": {"streams": 1000},
     "capacity": {"streams": 2000, "hold_seconds": 6},
     "capacity_slow": {"streams": 2000, "hold_seconds": 6, "connect_rate": 200},
@@ -66,6 +68,9 @@ RUNNERS = {
     "tasks": scenarios.small_events,
     "latency": scenarios.latency,
     "latency_light": scenarios.latency,
+    # As deployed: one web process per core (2 here) behind nginx, the answers and the streams
+    # spread over them; the two above load one process with both.
+    "latency_machine": functools.partial(scenarios.latency, web_processes=2),
     "broadcast": scenarios.broadcast,
     "capacity": scenarios.capacity,
     # The same figure must not depend on how fast the browsers arrive.
